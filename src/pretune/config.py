@@ -1,0 +1,351 @@
+"""Typed configs for every command: pydantic models, YAML loading, ``a.b=c`` overrides.
+
+Configs are the single source of truth. They are validated on load, frozen, and never mutated
+at run time (use ``model_copy(update=...)`` to derive a new one). Unknown keys and wrong types
+fail with one line naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pretune.errors import PretuneError
+
+
+class Section(BaseModel):
+    """Base for all config sections: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------- data preparation
+
+
+class SourceConfig(Section):
+    """One corpus input: a file, directory, glob, or ``builtin:<name>``."""
+
+    path: str
+    format: Literal["auto", "txt", "jsonl", "csv", "tsv", "parquet"] = "auto"
+    text_field: str = "text"  # column/key holding the text (jsonl/csv/tsv/parquet)
+    txt_mode: Literal["file", "line", "paragraph"] = "file"  # one doc per file/line/blank-line block
+
+
+class CleanConfig(Section):
+    nfkc: bool = True
+    strip_control: bool = True  # control + zero-width characters
+    strip_html: bool = True  # tags and entities
+    normalize_whitespace: bool = True
+    lowercase: bool = False
+    min_chars: int = Field(20, ge=0)
+    max_chars: int | None = Field(None, ge=1)  # longer docs are dropped (not truncated)
+    min_words: int = Field(0, ge=0)
+    exact_dedup: bool = True
+    near_dedup: bool = True
+    near_dedup_threshold: float = Field(0.8, gt=0.0, le=1.0)  # MinHash-LSH Jaccard threshold
+    minhash_perm: int = Field(64, ge=16)
+    shingle_words: int = Field(5, ge=1)
+
+
+class TokenizerConfig(Section):
+    kind: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    vocab_size: int = Field(8000, ge=32)
+    min_frequency: int = Field(2, ge=1)
+    lowercase: bool = True  # wordpiece/unigram normaliser; byte-level BPE keeps case
+    # Reuse an existing tokenizer instead of training: an HF dir or ``builtin:minilm``.
+    path: str | None = None
+
+
+class PrepareConfig(Section):
+    """``pretune prepare``: corpus -> clean -> tokenizer -> packed memmap shards."""
+
+    name: str = "corpus"
+    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(path="builtin:news")])
+    clean: CleanConfig = CleanConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    val_fraction: float = Field(0.02, ge=0.0, lt=0.5)  # documents held out for validation
+    max_docs: int | None = Field(None, ge=1)  # cap on documents read (quick runs, tests)
+    output_dir: str = "runs/data"  # artifact goes to <output_dir>/<name>-<config hash>
+    num_workers: int = Field(0, ge=0)  # 0 = os.cpu_count()
+    batch_docs: int = Field(1000, ge=1)
+    seed: int = 0
+    progress: bool = True
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources_shorthand(cls, v: Any) -> Any:
+        # Allow `sources: builtin:news` or a list of plain strings.
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            return [{"path": s} if isinstance(s, str) else s for s in v]
+        return v
+
+
+# --------------------------------------------------------------------------- models & training
+
+
+class ModelConfig(Section):
+    """A starting model: registry name (``bert-mini``, ``gpt-tiny``...), ``hf:<dir>``,
+    ``builtin:minilm``, or a pretune checkpoint directory."""
+
+    name: str = "bert-mini"
+    # Architecture overrides applied to the HF config (e.g. num_hidden_layers: 2).
+    overrides: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)  # overrides hidden + attention dropout
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+class OptimConfig(Section):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)  # not applied to norms/biases/embeddings' LN
+    l1: float = Field(0.0, ge=0)  # optional L1 penalty on trainable weights
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    momentum: float = 0.9  # sgd only
+    schedule: Literal["cosine", "linear", "constant"] = "linear"
+    warmup_steps: int | None = Field(None, ge=0)  # wins over warmup_ratio
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class LoopConfig(Section):
+    """Settings of the one training loop (pre-training and fine-tuning)."""
+
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    # Budget: the first one reached ends training. At least one must be set.
+    max_steps: int | None = Field(None, ge=1)  # optimizer steps
+    max_tokens: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA
+    compile: bool = False
+    tf32: bool = True
+    num_workers: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    eval_every: int | None = Field(None, ge=1)  # steps; None = once per epoch / at the end
+    save_every: int | None = Field(None, ge=1)  # steps; a checkpoint is always saved at the end
+    keep_last: int = Field(2, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)  # evaluations without improvement
+    progress: bool = True
+    tensorboard: bool = True
+
+
+class PretrainConfig(Section):
+    """``pretune pretrain``: MLM or CLM on packed shards, from scratch or continued."""
+
+    name: str = "pretrain"
+    output_dir: str = "runs"
+    # A prepared artifact directory, or an inline prepare config (run first, cached).
+    data: str | PrepareConfig = PrepareConfig()
+    model: ModelConfig = ModelConfig()
+    objective: Literal["auto", "mlm", "clm"] = "auto"  # auto: from the architecture
+    seq_len: int = Field(128, ge=8)
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    whole_word_mask: bool = False
+    optim: OptimConfig = OptimConfig()
+    train: LoopConfig = LoopConfig(max_steps=1000, eval_every=200, save_every=500)
+    val_batches: int = Field(20, ge=1)  # validation batches per evaluation
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+class TaskConfig(Section):
+    """A labeled task: ``builtin:rotten-tomatoes``, ``builtin:wiki-topics`` or files."""
+
+    path: str = "builtin:rotten-tomatoes"  # train file (or the only file), or builtin:<name>
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    text_field: str = "text"
+    text_pair_field: str | None = None
+    label_field: str = "label"
+    type: Literal["auto", "single_label", "multi_label", "regression"] = "auto"
+    label_sep: str = "|"  # multi-label labels inside one cell
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)  # when no validation file is given
+    test_fraction: float = Field(0.2, ge=0, lt=0.5)  # when no test file is given
+    test_size: int | None = Field(None, ge=1)  # absolute test size (wins over test_fraction)
+    split_seed: int = 0  # splits are fixed across runs; budgets/seeds vary separately
+    budget: int | None = Field(None, ge=1)  # stratified subsample of training examples
+    max_length: int = Field(128, ge=8)
+
+
+class StrategyConfig(Section):
+    name: Literal["full", "linear-probe", "partial", "gradual", "llrd", "lora", "prompt"] = "full"
+    sklearn: bool = False  # linear-probe: fit scikit-learn on features extracted once
+    top_k: int = Field(2, ge=0)  # partial: trainable top layers
+    llrd_decay: float = Field(0.9, gt=0, le=1)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_targets: list[str] | None = None  # None: attention + MLP projections of the arch
+    # prompt: zero-shot unless few_shot (PET-style training of the MLM head on the pattern)
+    template: str = "{text} It was [MASK]."
+    verbalizer: dict[str, str | list[str]] | None = None  # label -> word(s)
+    label_descriptions: dict[str, str] | None = None  # for encoders without an MLM head
+    calibrate: bool = True  # divide by the label prior (content-free input)
+    few_shot: bool = False
+
+
+class AugmentConfig(Section):
+    token_mask_prob: float = Field(0.0, ge=0, lt=1)
+    token_delete_prob: float = Field(0.0, ge=0, lt=1)
+
+
+class FinetuneConfig(Section):
+    """``pretune finetune``: adapt a starting model to a labeled task."""
+
+    name: str = "finetune"
+    output_dir: str = "runs"
+    model: ModelConfig = ModelConfig(name="builtin:minilm")
+    # Tokenizer for a registry-name start (random init); checkpoints bring their own.
+    tokenizer: str | None = None
+    task: TaskConfig = TaskConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    optim: OptimConfig = OptimConfig(lr=5e-5, schedule="linear", betas=(0.9, 0.999))
+    train: LoopConfig = LoopConfig(epochs=4, batch_size=32, early_stopping_patience=None)
+    augment: AugmentConfig = AugmentConfig()
+    class_weights: bool = False
+    metric: str = "auto"  # selection/early-stopping metric; auto: macro_f1 / r2
+    save_model: bool = True
+
+
+# --------------------------------------------------------------------------- study
+
+
+class StudyConfig(Section):
+    """``pretune study``: the controlled comparison of starting points, one report."""
+
+    name: str = "study"
+    output_dir: str = "runs"
+    prepare: PrepareConfig | None = PrepareConfig()
+    pretrain: PretrainConfig | None = None  # its `data` is replaced by `prepare`'s artifact
+    continued: PretrainConfig | None = None  # continued pre-training of an hf:/builtin start
+    tasks: list[TaskConfig] = Field(default_factory=lambda: [TaskConfig()])
+    # scratch | pretrained | continued | hf:<dir> | builtin:minilm | <checkpoint dir>
+    starts: list[str] = Field(default_factory=lambda: ["scratch", "pretrained"])
+    strategies: list[StrategyConfig] = Field(default_factory=lambda: [StrategyConfig()])
+    budgets: list[int | Literal["all"]] = Field(default_factory=lambda: [128, "all"])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    finetune: FinetuneConfig = FinetuneConfig()  # defaults for every cell (model/task replaced)
+    probes: bool = True  # linear probe on intermediate pre-training checkpoints
+    contamination_ngram: int = Field(13, ge=3)
+    retries: int = Field(1, ge=0)  # retries of a crashed cell before it is reported failed
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _tasks_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            return [{"path": t} if isinstance(t, str) else t for t in v]
+        return v
+
+
+# --------------------------------------------------------------------------- loading
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=c`` -> (["a", "b"], value); the value is parsed as a YAML scalar/list/dict."""
+    if "=" not in item:
+        raise PretuneError(f"override '{item}' must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise PretuneError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b=c`` set (creating nested dicts as needed).
+
+    A numeric path part indexes into a list (``strategies.0.name=lora``)."""
+    out = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        path, value = parse_override(item)
+        node: Any = out
+        for part in path[:-1]:
+            if isinstance(node, list):
+                node = node[_list_index(node, part, item)]
+                continue
+            if not isinstance(node.get(part), dict | list):
+                node[part] = {}
+            node = node[part]
+        last = path[-1]
+        if isinstance(node, list):
+            node[_list_index(node, last, item)] = value
+        else:
+            node[last] = value
+    return out
+
+
+def _list_index(node: list, part: str, item: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise PretuneError(f"override '{item}': '{part}' is not an index of a {len(node)}-item list")
+    return int(part)
+
+
+def _format_validation_error(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see `pretune <command> --help`)"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"config error in {where}: '{key}': {msg}{more}"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise PretuneError(f"config file {p} not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise PretuneError(f"config file {p}{line}: invalid YAML ({e.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise PretuneError(f"config file {p} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] = ()) -> C:
+    """Load ``cls`` from an optional YAML file plus ``a.b=c`` overrides; validate once."""
+    data = load_yaml(path) if path else {}
+    data = apply_overrides(data, list(overrides))
+    where = str(path) if path else "command-line overrides"
+    if path and overrides:
+        where = f"{path} (with overrides)"
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise PretuneError(_format_validation_error(e, where)) from None
+
+
+def config_hash(cfg: BaseModel, exclude: set[str] | None = None) -> str:
+    """Stable short hash of a config's content (cache keys for prepared artifacts)."""
+    payload = cfg.model_dump(mode="json", exclude=exclude)
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def dump_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
