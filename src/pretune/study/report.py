@@ -1,0 +1,463 @@
+"""The study report: results.csv, summary.csv, report.md and a self-contained report.html.
+
+The report is built once as a small document model (sections of blocks: paragraphs, tables,
+images, lists, preformatted text) and rendered twice, to HTML and to Markdown, so both say
+exactly the same thing. The HTML inlines its CSS and its plots (base64 PNG): it opens offline,
+loads nothing from anywhere, and runs no script. Every user-supplied string is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pretune.errors import PretuneError
+from pretune.study import plots
+from pretune.study.stats import (
+    LOWER_IS_BETTER,
+    format_p,
+    is_significant,
+    labels_saved,
+    metric_name,
+    metric_scale,
+    normalize_budgets,
+    paired_comparison,
+    rank_comparisons,
+    summary_table,
+    verdict,
+)
+
+# results.csv: these first, in this order; any other keys follow sorted; lists last.
+RESULT_COLUMNS = [
+    "task", "start", "strategy", "budget", "budget_label", "seed", "status", "error", "seconds",
+    "train_examples", "trainable_params",
+]
+LIST_COLUMNS = ["labels", "confusion"]
+
+Block = tuple  # ("p", text, cls) | ("table", headers, rows, classes) | ("img", file, png, alt) ...
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
+max-width:1100px;padding:0 16px;color:#1d232a}
+h1{font-size:24px;margin-bottom:4px}h2{border-bottom:2px solid #dde3ea;padding-bottom:4px;
+margin-top:32px}h3{margin-bottom:6px}.meta{color:#5b6570}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+th,td{border:1px solid #d5dbe1;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f0f3f6}tr.good td{background:#eaf7ea}tr.bad td{background:#fdecea}
+tr.flag td{background:#fdecea;color:#b00020;font-weight:600}
+p.verdict{padding:8px 12px;border-left:5px solid #9aa5b1;background:#f6f8fa;margin:6px 0}
+p.good{border-color:#2e7d32}p.bad{border-color:#c62828}
+img{max-width:100%;border:1px solid #e3e7eb;margin:4px 8px 12px 0}
+pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:12px}
+.imgs{display:flex;flex-wrap:wrap;align-items:flex-start}
+"""
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(v: Any, metric: str) -> str:
+    if v is None:
+        return "–"
+    scale = metric_scale(metric)
+    return f"{v * scale:.1f}" if scale != 1 else f"{v:.4g}"
+
+
+def _signed(v: Any, metric: str) -> str:
+    if v is None:
+        return "–"
+    scale = metric_scale(metric)
+    return f"{v * scale:+.1f}" if scale != 1 else f"{v:+.4g}"
+
+
+def _cell(s: dict, metric: str) -> str:
+    txt = _num(s["mean"], metric)
+    if s.get("std") is not None:
+        txt += f" ± {_num(s['std'], metric)}"
+    if s.get("ci_low") is not None:
+        txt += f" [{_num(s['ci_low'], metric)}, {_num(s['ci_high'], metric)}]"
+    return txt
+
+
+def _seconds(s: Any) -> str:
+    if s is None or s == "":
+        return "–"
+    s = float(s)
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{int(s // 3600)}:{int(s % 3600 // 60):02d}:{int(s % 60):02d}"
+
+
+def _big(v: Any) -> str:
+    if v is None or v == "":
+        return "–"
+    v = float(v)
+    return f"{v:,.0f}" if v < 1e6 else f"{v:.3g}"
+
+
+def _budget(row: dict) -> str:
+    if row.get("budget_label") == "all":
+        return f"all ({row['budget']:,})" if row["budget"] > 0 else "all"
+    return f"{row['budget']:,}"
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "x"
+
+
+def _maybe_json(v: Any) -> Any:
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return v
+
+
+def _order(values: Sequence[str]) -> dict[str, int]:
+    """First-appearance order (the config's order), used to sort table rows."""
+    out: dict[str, int] = {}
+    for v in values:
+        out.setdefault(v, len(out))
+    return out
+
+
+# --------------------------------------------------------------------------- CSV files
+
+
+def write_results_csv(path: Path, results: list[dict]) -> None:
+    """One row per run; stable columns: RESULT_COLUMNS, other keys sorted, list columns last."""
+    keys = {k for r in results for k in r}
+    extra = sorted(keys - set(RESULT_COLUMNS) - set(LIST_COLUMNS))
+    cols = RESULT_COLUMNS + extra + LIST_COLUMNS
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in results:
+            w.writerow([json.dumps(r[c]) if isinstance(r.get(c), list | dict) else
+                        ("" if r.get(c) is None else r[c]) for c in cols])
+
+
+def write_summary_csv(path: Path, table: list[dict]) -> None:
+    cols = list(table[0]) if table else ["task", "start", "strategy", "budget", "metric", "n"]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for row in table:
+            # 6 significant digits: exact enough, and 0.7 instead of 0.6999999999999998.
+            w.writerow({k: "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
+                        for k, v in row.items()})
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _verdict_section(rows: list[dict], metric: str, baseline: str, corpus: str | None,
+                     tasks: list[str]) -> list[Block]:
+    comps = paired_comparison(rows, metric, baseline)
+    blocks: list[Block] = []
+    for task in tasks:
+        mine = rank_comparisons([c for c in comps if c["task"] == task])
+        blocks.append(("h3", task))
+        if not mine:
+            blocks.append(("p", f"No paired comparison with {baseline} on {task} "
+                                "(only one start, or no successful runs).", "verdict"))
+            continue
+        texts = []
+        for c in mine:
+            saved = labels_saved(rows, metric, c["start"], baseline, task=task,
+                                 strategy=c["strategy"])
+            cls = "verdict"
+            if is_significant(c):
+                better = (c["mean_diff"] < 0) == (metric in LOWER_IS_BETTER)
+                cls += " good" if better else " bad"
+            texts.append((verdict(c, corpus=corpus, labels=saved), cls))
+        blocks.append(("p", texts[0][0], texts[0][1]))
+        if len(texts) > 1:
+            blocks.append(("details", f"All {len(texts)} comparisons on {task}, most "
+                           "informative first", [t for t, _ in texts]))
+    return blocks
+
+
+def _task_section(task: str, rows: list[dict], full_table: list[dict], metric: str,
+                  baseline: str, order: dict[str, dict[str, int]]) -> list[Block]:
+    table = [t for t in full_table if t["task"] == task]
+    top = max((t["budget"] for t in table), default=0)
+    table = [t | {"budget_max": top} for t in table]
+    table.sort(key=lambda t: (order["start"].get(t["start"], 99),
+                              order["strategy"].get(t["strategy"], 99), t["budget"]))
+    png = plots.efficiency_curves(table, metric, task)
+    unit = " ×100" if metric_scale(metric) != 1 else ""
+    headers = ["start", "strategy", "labels", "n", f"{metric_name(metric)}{unit}: mean ± std "
+               "[95% CI]", f"Δ vs {baseline} [95% CI]", "p (perm.)", "p (t-test)",
+               "labels saved", "failed"]
+    body, classes = [], []
+    for t in table:
+        delta = "–"
+        if t["delta"] is not None:
+            delta = _signed(t["delta"], metric)
+            if t["delta_ci_low"] is not None:
+                delta += f" [{_signed(t['delta_ci_low'], metric)}, {_signed(t['delta_ci_high'], metric)}]"
+        saved = {"saved": f"≈ {t['labels_saved']:,}" if t["labels_saved"] is not None else "",
+                 "none": "none", "unknown": "?", None: "–",
+                 "not_reached": f"> {t['budget_max'] - t['budget']:,} (not reached)"
+                 if t["budget_max"] > t["budget"] else "not reached"}[t["labels_saved_status"]]
+        body.append([t["start"], t["strategy"], _budget(t), str(t["n"]), _cell(t, metric), delta,
+                     format_p(t["p_perm"]) if t["delta"] is not None else "–",
+                     format_p(t["p_ttest"]) if t["delta"] is not None else "–", saved,
+                     str(t["failed"]) if t["failed"] else ""])
+        good = t["significant"] and ((t["delta"] < 0) == (metric in LOWER_IS_BETTER))
+        classes.append("good" if good else "bad" if t["significant"] else "")
+    blocks: list[Block] = [("img", f"efficiency_{_slug(task)}.png", png,
+                            f"{task}: {metric_name(metric)} vs label budget")]
+    blocks.append(("table", headers, body, classes))
+    sentences = []
+    for start, strategy in sorted({(t["start"], t["strategy"]) for t in table
+                                   if t["start"] != baseline and t["delta"] is not None},
+                                  key=lambda k: (order["start"].get(k[0], 99),
+                                                 order["strategy"].get(k[1], 99))):
+        sentences.append(labels_saved(rows, metric, start, baseline, task=task,
+                                      strategy=strategy)["sentence"])
+    if sentences:
+        blocks += [("h3", "Labels saved"), ("ul", sentences)]
+    return blocks
+
+
+def _confusion_blocks(rows: list[dict], metric: str, tasks: list[str]) -> list[Block]:
+    """Best run per start at the task's largest budget that has a confusion matrix."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    blocks: list[Block] = []
+    for task in tasks:
+        have = [r for r in rows if r["task"] == task and r.get("status") == "ok"
+                and _maybe_json(r.get("confusion")) and r.get(metric) is not None]
+        if not have:
+            continue
+        top = max(r["budget"] for r in have)
+        imgs = []
+        for start in _order([r["start"] for r in have]):
+            cands = [r for r in have if r["start"] == start and r["budget"] == top]
+            if not cands:
+                continue
+            best = max(cands, key=lambda r: sign * float(r[metric]))
+            title = (f"{task} · {start} ({best['strategy']}, seed {best.get('seed')}): "
+                     f"{metric_name(metric)} {_num(float(best[metric]), metric)}")
+            png = plots.confusion_heatmap(_maybe_json(best["confusion"]),
+                                          _maybe_json(best.get("labels")) or [], title)
+            imgs.append((f"confusion_{_slug(task)}_{_slug(start)}.png", png, title))
+        label = next(r["budget_label"] for r in have if r["budget"] == top)
+        blocks += [("h3", f"{task} at {_budget({'budget': top, 'budget_label': label})} labels"),
+                   ("imgs", imgs)]
+    return blocks
+
+
+def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline: str,
+           pretrain: dict | None,
+           probes: list[dict] | None, contamination: list[dict] | None, compute: list[dict],
+           config_yaml: str, notes: list[str]) -> tuple[str, list[tuple[str, list[Block]]]]:
+    order = {"start": _order([r["start"] for r in rows]),
+             "strategy": _order([r["strategy"] for r in rows])}
+    tasks = list(_order([r["task"] for r in rows]))
+    corpus = (pretrain or {}).get("corpus")
+    ok = sum(1 for r in rows if r.get("status") == "ok" and r.get(metric) is not None)
+    meta = (f"Metric: {metric_name(metric)} ({metric}); baseline: {baseline}; {len(rows)} runs, "
+            f"{ok} ok, {len(rows) - ok} failed or without the metric."
+            + (f" Pre-training corpus: {corpus}." if corpus else ""))
+    sections: list[tuple[str, list[Block]]] = [
+        ("Verdict", [("p", meta, "meta"), *_verdict_section(rows, metric, baseline, corpus, tasks)])]
+    for task in tasks:
+        sections.append((f"Task: {task}", _task_section(task, rows, table, metric, baseline,
+                                                        order)))
+    if pretrain or probes:
+        blocks: list[Block] = []
+        if pretrain:
+            hist = pretrain.get("history") or []
+            last = hist[-1] if hist else {}
+            blocks.append(("table", ["corpus", "tokens", "wall time", "FLOPs", "final train loss",
+                                     "final val loss"],
+                           [[str(corpus or "–"), _big(pretrain.get("tokens")),
+                             _seconds(pretrain.get("seconds")), _big(pretrain.get("flops")),
+                             _loss(last.get("train_loss")),
+                             _loss(next((h["val_loss"] for h in reversed(hist)
+                                         if h.get("val_loss") is not None), None))]], [""]))
+        imgs = []
+        if pretrain and pretrain.get("history"):
+            imgs.append(("pretrain_loss.png", plots.loss_curves(pretrain["history"]),
+                         "pre-training loss vs tokens"))
+        if probes:
+            imgs.append(("probes.png", plots.probe_curves(probes, probes[0].get("metric", metric)),
+                         "probe score vs tokens"))
+        blocks.append(("imgs", imgs))
+        if probes:
+            blocks.append(("table", ["task", "checkpoint", "tokens", "probe score"],
+                           [[str(p["task"]), Path(str(p.get("checkpoint", ""))).name,
+                             _big(p.get("tokens")), _loss(p.get("score"), 4)] for p in probes], []))
+        sections.append(("Pre-training and probes", blocks))
+    conf = _confusion_blocks(rows, metric, tasks)
+    if conf:
+        sections.append(("Confusion matrices (best run per start, largest budget)", conf))
+    if contamination:
+        body, cls = [], []
+        for c in contamination:
+            ex = "; ".join(f"#{e['id']}: “{e['ngram']}”" for e in c.get("examples", [])[:2])
+            body.append([str(c.get("task", "")), str(c["n"]), str(c["test_examples"]),
+                         str(c["checked"]), str(c["short"]), str(c["affected"]),
+                         f"{100 * c['fraction']:.2f}%", "FLAGGED" if c["flag"] else "ok", ex])
+            cls.append("flag" if c["flag"] else "")
+        sections.append(("Contamination (n-gram overlap of the corpus with test splits)", [
+            ("table", ["task", "n", "test examples", "checked", "too short", "affected",
+                       "affected / checked", "flag", "examples"], body, cls),
+            ("p", "Flagged when more than 1% of checkable test examples share an n-gram with "
+                  "the pre-training corpus; examples shorter than n words cannot be checked.", "")]))
+    if compute:
+        body = [[str(c["phase"]), _big(c.get("tokens")), _seconds(c.get("seconds")),
+                 _big(c.get("flops"))] for c in compute]
+        sections.append(("Compute", [("table", ["phase", "tokens", "wall time", "FLOPs"], body, []),
+                                     ("img", "compute.png", plots.compute_bars(compute),
+                                      "compute per phase")]))
+    failed = [r for r in rows if r.get("status") != "ok" or r.get(metric) is None]
+    sections.append(("Failed runs", [
+        ("table", ["task", "start", "strategy", "labels", "seed", "status", "error"],
+         [[str(r["task"]), str(r["start"]), str(r["strategy"]), _budget(r), str(r.get("seed")),
+           str(r.get("status")), str(r.get("error") or f"no '{metric}' in the results")]
+          for r in failed], ["bad"] * len(failed))
+        if failed else ("p", "None: every run finished.", "")]))
+    if notes:
+        sections.append(("Notes", [("ul", list(notes))]))
+    sections.append(("Configuration", [("pre", config_yaml or "(not given)")]))
+    return f"pretune study: {name}", sections
+
+
+def _loss(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{float(v):.{digits}f}"
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def _render_html(title: str, sections: list[tuple[str, list[Block]]]) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{e(title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+
+    def img(png: bytes, alt: str) -> str:
+        return f'<img alt="{e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+    for head, blocks in sections:
+        out.append(f'<section id="{_slug(head.lower())}"><h2>{e(head)}</h2>')
+        for b in blocks:
+            kind = b[0]
+            if kind == "h3":
+                out.append(f"<h3>{e(b[1])}</h3>")
+            elif kind == "p":
+                out.append(f'<p class="{e(b[2])}">{e(b[1])}</p>')
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
+            elif kind == "details":
+                items = "".join(f'<p class="verdict">{e(x)}</p>' for x in b[2])
+                out.append(f"<details><summary>{e(b[1])}</summary>{items}</details>")
+            elif kind == "table":
+                _, headers, body, classes = b
+                rows = "".join(
+                    f'<tr class="{e(classes[i] if i < len(classes) else "")}">'
+                    + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for i, r in enumerate(body))
+                out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
+                           + f"</tr>{rows}</table>")
+            elif kind == "img":
+                out.append(img(b[2], b[3]))
+            elif kind == "imgs":
+                out.append('<div class="imgs">' + "".join(img(p, a) for _, p, a in b[1]) + "</div>")
+            elif kind == "pre":
+                out.append(f"<pre>{e(b[1])}</pre>")
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _render_md(title: str, sections: list[tuple[str, list[Block]]]) -> str:
+    out = [f"# {title}", ""]
+    for head, blocks in sections:
+        out += [f"## {head}", ""]
+        for b in blocks:
+            kind = b[0]
+            if kind == "h3":
+                out += [f"### {b[1]}", ""]
+            elif kind == "p":
+                out += [f"**{b[1]}**" if "verdict" in b[2] else b[1], ""]
+            elif kind == "ul":
+                out += [f"- {x}" for x in b[1]] + [""]
+            elif kind == "details":
+                out += [f"{b[1]}:", ""] + [f"- {x}" for x in b[2]] + [""]
+            elif kind == "table":
+                _, headers, body, _cls = b
+                out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
+                out.append("|" + "---|" * len(headers))
+                out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
+                out.append("")
+            elif kind == "img":
+                out += [f"![{b[3]}](plots/{b[1]})", ""]
+            elif kind == "imgs":
+                out += [f"![{a}](plots/{f})" for f, _, a in b[1]] + [""]
+            elif kind == "pre":
+                out += ["```yaml", b[1].rstrip("\n"), "```", ""]
+    return "\n".join(out)
+
+
+def _write_pngs(plot_dir: Path, sections: list[tuple[str, list[Block]]]) -> None:
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for _, blocks in sections:
+        for b in blocks:
+            if b[0] == "img":
+                (plot_dir / b[1]).write_bytes(b[2])
+            elif b[0] == "imgs":
+                for f, png, _ in b[1]:
+                    (plot_dir / f).write_bytes(png)
+
+
+def write_report(out_dir: Path, *, name: str, results: list[dict], metric: str,
+                 pretrain: dict | None = None, probes: list[dict] | None = None,
+                 contamination: list[dict] | None = None, compute: list[dict] | None = None,
+                 config_yaml: str = "", notes: list[str] | None = None,
+                 baseline: str = "scratch") -> dict[str, Path]:
+    """Write results.csv, summary.csv, report.md (+ plots/*.png) and report.html to out_dir.
+
+    ``results``: one dict per run (see stats). ``pretrain``: {history: [{tokens, step,
+    train_loss, val_loss}], tokens, seconds, flops, corpus}. ``probes``: [{task, checkpoint,
+    tokens, score}]. ``contamination``: ngram_overlap() dicts with a ``task`` key. ``compute``:
+    [{phase, tokens, seconds, flops}]. Failed runs are listed, never dropped. Returns the paths
+    under keys results, summary, md, html (files) and plots (the PNG directory).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes = list(notes or [])
+    rows = normalize_budgets(results)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if ok and not any(r.get(metric) is not None for r in ok):
+        have = sorted({k for r in ok for k, v in r.items() if isinstance(v, int | float)})
+        raise PretuneError(f"study metric '{metric}' is in no result row; set `metric` to one "
+                           f"of: {', '.join(have)}")
+    starts = list(_order([r["start"] for r in rows]))
+    if starts and baseline not in starts:
+        notes.insert(0, f"Baseline '{baseline}' was not run; comparisons use '{starts[0]}'.")
+        baseline = starts[0]
+    paths = {"results": out_dir / "results.csv", "summary": out_dir / "summary.csv",
+             "md": out_dir / "report.md", "html": out_dir / "report.html",
+             "plots": out_dir / "plots"}
+    write_results_csv(paths["results"], list(results))
+    table = summary_table(rows, metric, baseline)
+    write_summary_csv(paths["summary"], table)
+    title, sections = _build(name, rows, table, metric, baseline, pretrain, probes,
+                             contamination, list(compute or []), config_yaml, notes)
+    _write_pngs(paths["plots"], sections)
+    paths["md"].write_text(_render_md(title, sections), encoding="utf-8")
+    paths["html"].write_text(_render_html(title, sections), encoding="utf-8")
+    return paths

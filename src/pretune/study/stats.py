@@ -1,0 +1,437 @@
+"""Statistics of a study: per-cell summaries, paired comparisons, labels saved, verdicts.
+
+Rows are the study's per-run result dicts (``task``, ``start``, ``strategy``, ``budget``,
+``budget_label``, ``seed``, ``status``, metric keys...). The design is paired: for one
+task/strategy/budget/seed every start sees the same training subsample and the same test
+split, so starts are compared through per-seed differences, not two independent samples.
+
+Only numpy and scipy: everything here is small (a handful of seeds per cell).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+N_BOOT = 10_000
+BOOT_SEED = 0
+EXACT_MAX_N = 16  # exact sign-flip test enumerates 2^n flips up to here (65,536 x 16)
+N_MONTE_CARLO = 100_000
+ALPHA = 0.05
+
+LOWER_IS_BETTER = {"mse", "mae", "rmse", "loss", "log_loss"}
+# Metrics bounded in [-1, 1] or [0, 1]: reported in points (x100).
+POINT_METRICS = {
+    "accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1", "roc_auc", "mcc", "r2",
+    "precision", "recall", "macro_precision", "macro_recall", "balanced_accuracy",
+}
+METRIC_NAMES = {
+    "accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1",
+    "weighted_f1": "weighted-F1", "roc_auc": "ROC-AUC", "mcc": "MCC", "r2": "R²",
+    "mse": "MSE", "mae": "MAE", "rmse": "RMSE", "balanced_accuracy": "balanced accuracy",
+}
+STRATEGY_NAMES = {
+    "full": "full fine-tuning", "linear-probe": "a linear probe", "partial": "partial fine-tuning",
+    "gradual": "gradual unfreezing", "llrd": "layer-wise LR decay", "lora": "LoRA",
+    "prompt": "prompting",
+}
+
+
+def metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
+
+
+def metric_scale(metric: str) -> float:
+    """Multiplier for display: bounded scores are shown in points (x100)."""
+    return 100.0 if metric in POINT_METRICS else 1.0
+
+
+def _value(row: dict, metric: str) -> float | None:
+    v = row.get(metric)
+    if v is None or row.get("status", "ok") != "ok":
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def normalize_budgets(rows: Iterable[dict]) -> list[dict]:
+    """Copies of ``rows`` where every "all" run of a task carries the same budget.
+
+    "all" runs carry their actual train size; should two starts disagree by a few examples
+    (e.g. a tokenizer dropping empty rows) they must still land in one paired cell.
+    """
+    rows = [dict(r) for r in rows]
+    all_size: dict[str, int] = {}
+    for r in rows:
+        if r.get("budget_label") == "all" and r.get("budget") is not None:
+            all_size[r["task"]] = max(all_size.get(r["task"], 0), int(r["budget"]))
+    for r in rows:
+        if r.get("budget_label") == "all" and r["task"] in all_size:
+            r["budget"] = all_size[r["task"]]
+        r["budget"] = int(r["budget"]) if r.get("budget") is not None else 0
+        r.setdefault("budget_label", str(r["budget"]))
+        if r["budget_label"] is None:
+            r["budget_label"] = str(r["budget"])
+    return rows
+
+
+def bootstrap_ci(x: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[float, float]:
+    """95% percentile bootstrap CI of the mean of ``x`` (shape [n]); seeded, vectorised."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))  # [n_boot, n]
+    means = x[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    # A mean of resampled values lies in [min, max]; clip float round-off (0.8000000000000002).
+    return float(np.clip(lo, x.min(), x.max())), float(np.clip(hi, x.min(), x.max()))
+
+
+def sign_flip_pvalue(d: np.ndarray) -> tuple[float, str]:
+    """Two-sided sign-flip permutation p of mean(d) = 0: exact for n <= 16, else Monte Carlo.
+
+    Under H0 each paired difference is equally likely to have either sign, so the null
+    distribution of the mean is that of mean(s * d) over sign vectors s in {-1, 1}^n.
+    """
+    n = len(d)
+    obs = abs(d.mean())
+    tol = 1e-12 * max(1.0, obs)
+    if n <= EXACT_MAX_N:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1  # [2^n, n]
+        signs = 1 - 2 * bits
+        null = np.abs((signs * d).mean(axis=1))
+        return float(np.mean(null >= obs - tol)), "exact"
+    rng = np.random.default_rng(BOOT_SEED)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(N_MONTE_CARLO, n))
+    null = np.abs((signs * d).mean(axis=1))
+    hits = int(np.sum(null >= obs - tol))
+    return (hits + 1) / (N_MONTE_CARLO + 1), "monte-carlo"
+
+
+def smallest_p(n: int) -> float:
+    """Smallest two-sided sign-flip p possible with n pairs (all flips but +/- observed)."""
+    return min(1.0, 2.0 / 2**n) if n >= 1 else 1.0
+
+
+def _group(rows: list[dict], metric: str) -> dict[tuple, dict[int, float]]:
+    """(task, start, strategy, budget) -> {seed: value} over rows that have the metric."""
+    cells: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in rows:
+        v = _value(r, metric)
+        if v is not None:
+            cells[(r["task"], r["start"], r["strategy"], r["budget"])][r.get("seed", 0)] = v
+    return cells
+
+
+def _labels(rows: list[dict]) -> dict[tuple, str]:
+    return {(r["task"], r["budget"]): str(r["budget_label"]) for r in rows}
+
+
+def summarize(rows: Iterable[dict], metric: str) -> list[dict]:
+    """Per (task, start, strategy, budget): n, mean, std (ddof=1), 95% bootstrap CI, min, max.
+
+    Failed runs and runs without ``metric`` are left out here (the report lists them)."""
+    rows = normalize_budgets(rows)
+    labels = _labels(rows)
+    out = []
+    for (task, start, strategy, budget), by_seed in sorted(_group(rows, metric).items()):
+        x = np.array([by_seed[s] for s in sorted(by_seed)], dtype=float)
+        n = len(x)
+        ci = bootstrap_ci(x) if n >= 2 else (None, None)
+        out.append({
+            "task": task, "start": start, "strategy": strategy, "budget": budget,
+            "budget_label": labels[(task, budget)], "metric": metric, "n": n,
+            "mean": float(x.mean()), "std": float(x.std(ddof=1)) if n >= 2 else None,
+            "ci_low": ci[0], "ci_high": ci[1], "min": float(x.min()), "max": float(x.max()),
+            "seeds": sorted(by_seed),
+        })
+    return out
+
+
+def paired_comparison(rows: Iterable[dict], metric: str, baseline: str = "scratch") -> list[dict]:
+    """For each start != baseline and (task, strategy, budget): the paired difference.
+
+    ``mean_diff`` = mean over matched seeds of (start - baseline); bootstrap CI of that mean;
+    ``p_perm`` (exact sign-flip permutation, the headline) and ``p_ttest`` (scipy ttest_rel).
+    With fewer than 2 matched seeds the p-values are None and ``reason`` says why.
+    """
+    rows = normalize_budgets(rows)
+    labels = _labels(rows)
+    cells = _group(rows, metric)
+    out = []
+    for (task, start, strategy, budget), mine in sorted(cells.items()):
+        if start == baseline:
+            continue
+        base = cells.get((task, baseline, strategy, budget))
+        seeds = sorted(set(mine) & set(base or {}))
+        res: dict[str, Any] = {
+            "task": task, "start": start, "baseline": baseline, "strategy": strategy,
+            "budget": budget, "budget_label": labels[(task, budget)], "metric": metric,
+            "n": len(seeds), "seeds": seeds, "mean_diff": None, "std_diff": None,
+            "ci_low": None, "ci_high": None, "p_perm": None, "p_perm_method": None,
+            "p_ttest": None, "t_stat": None, "min_p": smallest_p(len(seeds)), "reason": None,
+            "start_mean": None, "baseline_mean": None,
+        }
+        out.append(res)
+        if not seeds:
+            res["reason"] = f"no seed has both {start} and {baseline} results"
+            continue
+        a = np.array([mine[s] for s in seeds])
+        b = np.array([base[s] for s in seeds])  # type: ignore[index]
+        d = a - b  # [n] paired differences
+        res.update(mean_diff=float(d.mean()), start_mean=float(a.mean()),
+                   baseline_mean=float(b.mean()))
+        if len(seeds) < 2:
+            res["reason"] = "only 1 matched seed: no spread, no test"
+            continue
+        lo, hi = bootstrap_ci(d)
+        p_perm, method = sign_flip_pvalue(d)
+        res.update(std_diff=float(d.std(ddof=1)), ci_low=lo, ci_high=hi, p_perm=p_perm,
+                   p_perm_method=method)
+        if np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):  # equal up to round-off
+            res["reason"] = "identical differences on every seed: t-test undefined"
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                t = sps.ttest_rel(a, b)
+            res.update(t_stat=float(t.statistic), p_ttest=float(t.pvalue))
+    return out
+
+
+# --------------------------------------------------------------------------- labels saved
+
+
+def _interp_log(curve: list[tuple[int, float]], b: float) -> float | None:
+    """Value of a (budget, score) curve at budget b, linear in log(budget); None outside."""
+    for (b0, m0), (b1, m1) in zip(curve, curve[1:], strict=False):
+        if b0 <= b <= b1:
+            t = (math.log(b) - math.log(b0)) / (math.log(b1) - math.log(b0))
+            return m0 + t * (m1 - m0)
+    for bi, mi in curve:
+        if bi == b:
+            return mi
+    return None
+
+
+def _crossing(curve: list[tuple[int, float]], b: int, b_score: float, target: float) -> float | None:
+    """First budget > b where the curve (starting at (b, b_score)) reaches ``target``."""
+    prev_b, prev_m = b, b_score
+    for bi, mi in curve:
+        if bi <= b:
+            continue
+        if mi >= target:
+            t = (target - prev_m) / (mi - prev_m)
+            return math.exp(math.log(prev_b) + t * (math.log(bi) - math.log(prev_b)))
+        prev_b, prev_m = bi, mi
+    return None
+
+
+def labels_saved(rows: Iterable[dict], metric: str, start: str, baseline: str = "scratch", *,
+                 task: str, strategy: str) -> dict:
+    """How many labels is ``start`` worth, read off the mean data-efficiency curves.
+
+    For each budget b of ``start`` with mean score s, find b' where the baseline's curve
+    (linear in log budget) first reaches s: labels saved = b' - b, ratio = b'/b. Not reached
+    within the measured range -> "more than <max budget>"; start not better at b -> 0 / none.
+    """
+    rows = [r for r in rows if r.get("task") == task and r.get("strategy") == strategy]
+    summ = summarize(rows, metric)
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # compare as "higher is better"
+    base = [(s["budget"], sign * s["mean"]) for s in summ if s["start"] == baseline]
+    mine = [s for s in summ if s["start"] == start]
+    points = []
+    for s in mine:
+        b, score, label = s["budget"], sign * s["mean"], s["budget_label"]
+        p: dict[str, Any] = {
+            "budget": b, "budget_label": label, "start_score": s["mean"], "baseline_score": None,
+            "status": "unknown", "equivalent_budget": None, "labels_saved": None, "ratio": None,
+        }
+        at_b = _interp_log(base, b)
+        if at_b is None:
+            p["text"] = f"at {_budget_words(b, label)}: {baseline} was not measured around it"
+        elif score <= at_b:
+            p.update(baseline_score=sign * at_b, status="none", labels_saved=0, ratio=1.0)
+            p["text"] = f"at {_budget_words(b, label)}: none ({start} is not better)"
+        else:
+            p["baseline_score"] = sign * at_b
+            b2 = _crossing(base, b, at_b, score)
+            if b2 is None:
+                top = max(bi for bi, _ in base)
+                p.update(status="not_reached", more_than=top - b, equivalent_more_than=top)
+                if top > b:
+                    p["text"] = (f"at {_budget_words(b, label)}: worth more than {top - b:,} "
+                                 f"labels ({baseline} needs more than {top:,}, not reached)")
+                else:  # b is the largest budget measured: nothing to extrapolate to
+                    p["text"] = (f"at {_budget_words(b, label)}: {baseline} does not reach it "
+                                 "within the measured budgets (not reached)")
+            else:
+                p.update(status="saved", equivalent_budget=round(b2), labels_saved=round(b2 - b),
+                         ratio=b2 / b)
+                p["text"] = (f"at {_budget_words(b, label)}: worth ≈ {round(b2 - b):,} labels "
+                             f"({baseline} needs ≈ {round(b2):,}, {b2 / b:.1f}×)")
+        points.append(p)
+    who = f"{start} vs {baseline} ({strategy_words(strategy)}, {metric_name(metric)}, {task})"
+    sentence = f"{who}: " + ("; ".join(p["text"] for p in points) if points else "no data") + "."
+    return {"task": task, "start": start, "baseline": baseline, "strategy": strategy,
+            "metric": metric, "points": points, "sentence": sentence}
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def strategy_words(strategy: str) -> str:
+    return STRATEGY_NAMES.get(strategy, strategy)
+
+
+def _budget_words(budget: int, label: str | None) -> str:
+    return f"all {budget:,} labels" if label == "all" else f"{budget:,} labels"
+
+
+def format_p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.2f}" if p >= 0.1 else f"{p:.2g}"
+
+
+def p_phrase(p: float | None) -> str:
+    """"p = 0.03" or "p < 0.001"."""
+    txt = format_p(p)
+    return f"p {txt}" if txt.startswith("<") else f"p = {txt}"
+
+
+def is_significant(c: dict) -> bool:
+    """Permutation p < 0.05 AND the bootstrap CI of the paired difference excludes 0."""
+    if c.get("p_perm") is None or c.get("ci_low") is None:
+        return False
+    return c["p_perm"] < ALPHA and (c["ci_low"] > 0 or c["ci_high"] < 0)
+
+
+def _subject(start: str, corpus: str | None) -> str:
+    on = f" on {corpus}" if corpus else ""
+    if start == "pretrained":
+        return f"Pre-training{on}"
+    if start == "continued":
+        return f"Continued pre-training{on}"
+    return f"Starting from {start}"
+
+
+def _amount(x: float, metric: str, signed: bool = True) -> str:
+    if metric_scale(metric) != 1.0:
+        v = x * metric_scale(metric)
+        return f"{v:+.1f}" if signed else f"{v:.1f}"
+    return f"{x:+.4g}" if signed else f"{x:.4g}"
+
+
+def _unit(metric: str) -> str:
+    return " points" if metric_scale(metric) != 1.0 else ""
+
+
+def verdict(comparison: dict, *, corpus: str | None = None, labels: dict | None = None) -> str:
+    """One honest sentence for a ``paired_comparison`` row.
+
+    Significant (permutation p < 0.05 and CI excluding 0): "improved"/"hurt ... by +X.X ± Y.Y
+    points (95% CI [a, b]) ... (p = ..., n = ... seeds)"; ± is the std of the paired
+    differences across seeds. Otherwise "no significant difference", or, when even a perfect
+    result could not reach p < 0.05 with this many seeds, "too few seeds for significance".
+    ``labels`` (a ``labels_saved`` result) adds "worth ≈ N labels" for this budget.
+    """
+    c, metric = comparison, comparison["metric"]
+    subj = _subject(c["start"], corpus)
+    what = f"{metric_name(metric)} on {c['task']}"
+    vs = "training from scratch" if c["baseline"] == "scratch" else c["baseline"]
+    where = (f"at {_budget_words(c['budget'], c['budget_label'])} "
+             f"with {strategy_words(c['strategy'])}")
+    n = c["n"]
+    if c["mean_diff"] is None:
+        return f"{subj}: no comparison with {vs} for {what} {where} ({c['reason']})."
+    unit = _unit(metric)
+    diff = _amount(c["mean_diff"], metric)
+    if n < 2:
+        return (f"{subj}: {what} {where} differs from {vs} by {diff}{unit} on a single seed; "
+                f"too few seeds to test (n = 1).")
+    spread = f"{diff} ± {_amount(c['std_diff'], metric, signed=False)}{unit}"
+    ci = (f"95% CI [{_amount(c['ci_low'], metric, False)}, "
+          f"{_amount(c['ci_high'], metric, False)}]")
+    stats_txt = f"{p_phrase(c['p_perm'])}, n = {n} seeds"
+    if is_significant(c):
+        better = (c["mean_diff"] < 0) if metric in LOWER_IS_BETTER else (c["mean_diff"] > 0)
+        verb = "improved" if better else "hurt"
+        if not better:  # "hurt ... by 3.1 points", not "by -3.1"
+            spread = spread.lstrip("+-")
+        text = f"{subj} {verb} {what} by {spread} ({ci}) vs {vs} {where} ({stats_txt})"
+        worth = _worth(labels, c["budget"]) if better else None
+        return text + (f"; {worth}." if worth else ".")
+    if c["min_p"] >= ALPHA:
+        return (f"{subj} changed {what} by {spread} ({ci}) vs {vs} {where} ({stats_txt}): "
+                f"too few seeds for significance: the smallest possible p with {n} seeds is "
+                f"{format_p(c['min_p'])}.")
+    why = "" if c["ci_low"] > 0 or c["ci_high"] < 0 else "; the CI spans 0"
+    return (f"{subj}: no significant difference ({p_phrase(c['p_perm'])}{why}) in {what} "
+            f"vs {vs} {where}: Δ = {spread} ({ci}, n = {n} seeds).")
+
+
+def _worth(labels: dict | None, budget: int) -> str | None:
+    if not labels:
+        return None
+    for p in labels.get("points", []):
+        if p["budget"] != budget:
+            continue
+        if p["status"] == "saved":
+            return f"worth ≈ {p['labels_saved']:,} labels"
+        if p["status"] == "not_reached" and p["more_than"] > 0:
+            return f"worth more than {p['more_than']:,} labels (not reached)"
+    return None
+
+
+def rank_comparisons(comparisons: list[dict]) -> list[dict]:
+    """Most informative first: significant ones, then smallest p, then largest |Δ|."""
+    def key(c: dict) -> tuple:
+        p = c["p_perm"] if c["p_perm"] is not None else 2.0
+        return (not is_significant(c), p, -abs(c["mean_diff"] or 0.0))
+    return sorted(comparisons, key=key)
+
+
+def summary_table(rows: Iterable[dict], metric: str, baseline: str = "scratch") -> list[dict]:
+    """``summarize`` joined with the paired comparison vs ``baseline`` and labels saved.
+
+    One dict per (task, start, strategy, budget); the rows of summary.csv and the report table.
+    """
+    rows = normalize_budgets(rows)
+    comp = {(c["task"], c["start"], c["strategy"], c["budget"]): c
+            for c in paired_comparison(rows, metric, baseline)}
+    saved: dict[tuple, dict] = {}
+    for task, start, strategy in sorted({(c[0], c[1], c[2]) for c in comp}):
+        res = labels_saved(rows, metric, start, baseline, task=task, strategy=strategy)
+        for p in res["points"]:
+            saved[(task, start, strategy, p["budget"])] = p
+    failed: dict[tuple, int] = defaultdict(int)
+    for r in rows:
+        if _value(r, metric) is None:
+            failed[(r["task"], r["start"], r["strategy"], r["budget"])] += 1
+    out = []
+    for s in summarize(rows, metric):
+        k = (s["task"], s["start"], s["strategy"], s["budget"])
+        c, p = comp.get(k), saved.get(k)
+        row = {key: v for key, v in s.items() if key != "seeds"}
+        row["failed"] = failed.get(k, 0)
+        row.update({
+            "baseline": baseline if c else None,
+            "delta": c["mean_diff"] if c else None, "delta_std": c["std_diff"] if c else None,
+            "delta_ci_low": c["ci_low"] if c else None, "delta_ci_high": c["ci_high"] if c else None,
+            "p_perm": c["p_perm"] if c else None, "p_ttest": c["p_ttest"] if c else None,
+            "n_paired": c["n"] if c else None, "significant": is_significant(c) if c else None,
+            "labels_saved": p["labels_saved"] if p else None,
+            "labels_saved_ratio": p["ratio"] if p else None,
+            "labels_saved_status": p["status"] if p else None,
+        })
+        out.append(row)
+    return out
