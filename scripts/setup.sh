@@ -15,4 +15,10 @@ extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev,bench]"
 $PIP install -q -e ".${extras}"
 .venv/bin/pretune install-data >/dev/null
+# --dev: Debian's chromium for the report's headless-browser test (skipped when absent).
+if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+   && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "note: could not install chromium; the browser test will be skipped"
+fi
 echo "setup done: .venv/bin/pretune is ready"
