@@ -1,0 +1,223 @@
+"""Cleaning: normalisation, length filters, exact and near-duplicate removal (streaming).
+
+Every step is optional (``CleanConfig``) and counted: transforms count the documents they
+changed, filters the documents they removed. Near-duplicate removal keeps a MinHash-LSH index
+of the kept documents in memory (a few hundred bytes per document).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import unicodedata
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pretune.config import CleanConfig
+
+# Filter name -> the setting that controls it (for "everything was removed" errors).
+FILTER_SETTINGS = {
+    "empty": "the text column / clean.strip_html (documents were empty after cleaning)",
+    "min_chars": "clean.min_chars",
+    "max_chars": "clean.max_chars",
+    "min_words": "clean.min_words",
+    "exact_dup": "clean.exact_dedup",
+    "near_dup": "clean.near_dedup_threshold",
+}
+
+# Non-whitespace C0/C1 controls, soft hyphen, zero-width and bidi-control characters.
+# \t \n \r \x0b \x0c \x85 are whitespace and left to the whitespace step.
+_CONTROL = re.compile(
+    "[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u2069\ufeff]"
+)
+_SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+# Block-level tags become a line break (they separate text); inline tags vanish ("<b>x</b>").
+_BLOCK_TAG = re.compile(
+    r"</?(?:p|br|div|li|ul|ol|tr|td|th|table|h[1-6]|section|article|blockquote|pre|hr)\b[^<>]*>",
+    re.IGNORECASE,
+)
+# A tag starts with a letter, "/" or "!" right after "<", so "a < b > c" is kept.
+_TAG = re.compile(r"</?[A-Za-z!][^<>]*>")
+# Only runs that need changing (2+ blanks, or a tab/NBSP...): single spaces are not rewritten.
+_HSPACE = re.compile(r"[^\S\n]{2,}|[^\S\n ]")
+_LINE_EDGES = re.compile(r" \n ?|\n ")
+_MANY_NEWLINES = re.compile(r"\n{3,}")
+
+
+@dataclass
+class CleanStats:
+    docs_in: int = 0
+    docs_out: int = 0
+    chars_out: int = 0
+    words_out: int = 0
+    changed: dict[str, int] = field(default_factory=dict)  # transform -> docs changed
+    removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FILTER_SETTINGS, 0))
+
+    def as_dict(self) -> dict:
+        return {
+            "docs_in": self.docs_in, "docs_out": self.docs_out, "chars_out": self.chars_out,
+            "words_out": self.words_out, "changed": dict(self.changed), "removed": dict(self.removed),
+        }
+
+
+def strip_html(text: str) -> str:
+    """Drop script/style blocks, comments and tags; unescape entities (``&amp;`` -> ``&``)."""
+    if "<" in text:
+        text = _SCRIPT.sub(" ", text)
+        text = _COMMENT.sub(" ", text)
+        text = _BLOCK_TAG.sub("\n", text)
+        text = _TAG.sub("", text)
+    if "&" in text:
+        text = html.unescape(text)
+    return text
+
+
+def normalize_whitespace(text: str) -> str:
+    """Collapse runs of spaces/tabs, trim lines, keep at most one blank line (paragraphs)."""
+    text = _HSPACE.sub(" ", text)
+    text = _LINE_EDGES.sub("\n", text)
+    text = _MANY_NEWLINES.sub("\n\n", text)
+    return text.strip()
+
+
+class Cleaner:
+    """Stateful streaming cleaner: transforms + filters + dedup indexes for one corpus."""
+
+    def __init__(self, cfg: CleanConfig, stats: CleanStats | None = None) -> None:
+        self.cfg = cfg
+        self.stats = stats if stats is not None else CleanStats()
+        self._seen: set[bytes] = set()  # 16-byte digests of kept docs (exact dedup)
+        self._lsh = None
+        if cfg.near_dedup:
+            from datasketch import MinHash, MinHashLSH
+
+            self._lsh = MinHashLSH(threshold=cfg.near_dedup_threshold, num_perm=cfg.minhash_perm)
+            # Fixed-seed hash family (deterministic across runs and processes).
+            rng = np.random.default_rng(1)
+            self._a = rng.integers(1, 2**63, cfg.minhash_perm, dtype=np.uint64) | np.uint64(1)
+            self._b = rng.integers(0, 2**63, cfg.minhash_perm, dtype=np.uint64)
+            # datasketch regenerates permutations per MinHash unless handed some; ours are
+            # never used by it (we pass finished signatures), so a template's are reused.
+            self._perm = MinHash(num_perm=cfg.minhash_perm, scheme="affine32").permutations
+
+    def transform(self, text: str) -> str:
+        """Apply the enabled transforms in a fixed order, counting documents each one changed."""
+        cfg, changed = self.cfg, self.stats.changed
+        steps = (
+            ("html", cfg.strip_html, strip_html),
+            ("nfkc", cfg.nfkc, _nfkc),
+            ("control", cfg.strip_control, lambda t: _CONTROL.sub("", t)),
+            ("whitespace", cfg.normalize_whitespace, normalize_whitespace),
+            ("lowercase", cfg.lowercase, str.lower),
+        )
+        for name, enabled, fn in steps:
+            if enabled:
+                new = fn(text)
+                if new != text:
+                    changed[name] = changed.get(name, 0) + 1
+                    text = new
+        return text
+
+    def reject_reason(self, text: str) -> str | None:
+        """Name of the first length filter ``text`` fails, or None."""
+        cfg = self.cfg
+        if not text.strip():
+            return "empty"
+        if len(text) < cfg.min_chars:
+            return "min_chars"
+        if cfg.max_chars is not None and len(text) > cfg.max_chars:
+            return "max_chars"
+        if cfg.min_words and len(text.split()) < cfg.min_words:
+            return "min_words"
+        return None
+
+    def is_exact_dup(self, text: str) -> bool:
+        # Key on case- and whitespace-insensitive text so trivially re-formatted copies match.
+        key = hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=16).digest()
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        return False
+
+    def is_near_dup(self, text: str, key: int) -> bool:
+        """MinHash over word shingles; a doc is a near-dup if LSH finds a kept candidate."""
+        from datasketch import MinHash
+
+        sig = minhash_signature(text, self.cfg.shingle_words, self._a, self._b)
+        m = MinHash(hashvalues=sig, permutations=self._perm, scheme="affine32")
+        if self._lsh.query(m):
+            return True
+        self._lsh.insert(key, m, check_duplication=False)
+        return False
+
+    def __call__(self, docs: Iterable[str]) -> Iterator[str]:
+        """Yield cleaned, filtered, de-duplicated documents."""
+        st = self.stats
+        for doc in docs:
+            st.docs_in += 1
+            text = self.transform(doc)
+            reason = self.reject_reason(text)
+            if reason is None and self.cfg.exact_dedup and self.is_exact_dup(text):
+                reason = "exact_dup"
+            if reason is None and self._lsh is not None and self.is_near_dup(text, st.docs_in):
+                reason = "near_dup"
+            if reason is not None:
+                st.removed[reason] += 1
+                continue
+            st.docs_out += 1
+            st.chars_out += len(text)
+            st.words_out += len(text.split())
+            yield text
+
+
+_SHINGLE_BASE = np.uint64(0x100000001B3)  # FNV prime: polynomial combination of word hashes
+
+
+def minhash_signature(text: str, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """MinHash signature (uint32, shape [num_perm]) of the lowercased n-word shingles of ``text``.
+
+    Vectorised instead of hashing each shingle string: words are hashed once (crc32, in C),
+    a shingle's hash is a polynomial of its word hashes (uint64 arithmetic wraps mod 2^64),
+    and permutation j is the multiply-shift hash ``(a_j * h + b_j) >> 32``.
+    """
+    words = text.lower().encode().split()
+    wh = np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=len(words))
+    n = max(1, min(n, len(wh)))
+    count = max(1, len(wh) - n + 1)
+    h = np.zeros(count, dtype=np.uint64)  # [shingles]
+    for k in range(n):
+        h = h * _SHINGLE_BASE + wh[k : k + count]
+    phv = (a[:, None] * h[None, :] + b[:, None]) >> np.uint64(32)  # [num_perm, shingles]
+    return phv.min(axis=1).astype(np.uint32)
+
+
+def _nfkc(text: str) -> str:
+    # is_normalized is a fast check; most text is already NFKC and needs no copy.
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
+def clean_documents(docs: Iterable[str], cfg: CleanConfig, stats: CleanStats) -> Iterator[str]:
+    """Stream ``docs`` through the transforms, filters and dedup of ``cfg``, filling ``stats``."""
+    return Cleaner(cfg, stats)(docs)
+
+
+def everything_removed_message(stats: CleanStats, cfg: CleanConfig) -> str:
+    """One-line explanation when no document survived cleaning: which filter, which setting."""
+    removed = {k: v for k, v in stats.removed.items() if v}
+    if not removed:
+        return "no documents to clean"
+    worst = max(removed, key=removed.get)
+    setting = FILTER_SETTINGS[worst]
+    current = getattr(cfg, setting.removeprefix("clean."), None) if setting.startswith("clean.") else None
+    now = f" (now {current})" if current is not None else ""
+    detail = ", ".join(f"{k}: {v}" for k, v in removed.items())
+    return (
+        f"all {stats.docs_in} documents were removed by cleaning ({detail}); "
+        f"the '{worst}' filter removed the most: relax {setting}{now}"
+    )
