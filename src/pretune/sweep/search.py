@@ -1,0 +1,352 @@
+"""``pretune sweep``: Optuna search over a FinetuneConfig, stored in SQLite so it resumes.
+
+Layout of ``<output_dir>/<name>/``: ``optuna.db`` (the study), ``sweep.yaml`` (the config it was
+started with), ``trials/<number>/`` (each trial's finetune output, or ``fold-<i>/`` + ``cv.json``
+with k-fold), then ``trials.csv``, ``best.yaml``, ``summary.json``, ``report.md``/``.html``.
+
+Resume: running the same config again continues the study; COMPLETE and PRUNED trials count
+toward ``n_trials``. A trial left RUNNING by a killed process is marked FAIL (not counted) and
+its parameters are queued again, so a grid never loses a point. A lock file keeps two processes
+from driving one sweep at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import os
+import shutil
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from pretune.config import FinetuneConfig, SweepConfig
+from pretune.data.labeled import LabeledTask, load_task
+from pretune.errors import PretuneError
+from pretune.sweep.kfold import cross_validate, fold_indices, pool
+from pretune.sweep.space import apply_params, grid_space, suggest
+
+# Settings that may change between runs of one sweep (how long/wide it runs, not what it does).
+RESUMABLE = {"n_trials", "timeout_minutes", "n_jobs", "save_models"}
+MAX_RETRIES = 2  # re-queues of a trial killed mid-run
+
+
+def sweep_dir(cfg: SweepConfig) -> Path:
+    return Path(cfg.output_dir) / cfg.name
+
+
+# --------------------------------------------------------------------------- guards
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _lock(root: Path) -> Iterator[None]:
+    """One process per sweep directory; a lock left by a dead process is taken over."""
+    path = root / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise PretuneError(f"sweep {root} is being run by process {pid}; wait for it to "
+                                   "finish or stop it, then run again to resume") from None
+            path.unlink(missing_ok=True)
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        break
+    else:
+        raise PretuneError(f"cannot create the lock file {path}; check the directory permissions")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _check_same_sweep(root: Path, cfg: SweepConfig) -> None:
+    """Resuming with a different space/base would mix incomparable trials in one study."""
+    saved = root / "sweep.yaml"
+    if (root / "optuna.db").exists() and saved.is_file():
+        old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        new = json.loads(json.dumps(cfg.model_dump(mode="json")))
+        changed = [k for k in _diff_keys(old, new) if k.split(".")[0] not in RESUMABLE]
+        if changed:
+            raise PretuneError(
+                f"{root} holds a sweep started with a different config (changed: "
+                f"{', '.join(changed[:5])}); run it with the same config to resume, or pass "
+                "--overwrite / choose another name=")
+    saved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def resolve_metric(cfg: SweepConfig, task: LabeledTask) -> str:
+    """The validation metric to optimise; checked against the metrics the task produces."""
+    from pretune.evaluate.metrics import task_metrics
+    from pretune.finetune.run import selection_metric
+
+    metric = selection_metric(cfg.base, task.type) if cfg.metric == "auto" else cfg.metric
+    labels = pool(task).labels
+    n = len(labels)
+    if task.type == "regression":
+        dummy: Any = np.linspace(0.0, 1.0, n)
+    else:  # uniform probabilities: only the key names matter here
+        dummy = np.full((n, max(len(task.labels), 1)), 1.0 / max(len(task.labels), 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = {k for k, v in task_metrics(task.type, labels, dummy, task.labels).items()
+                 if isinstance(v, int | float)}
+    if metric not in names:
+        raise PretuneError(f"sweep metric '{metric}' is not a metric of {task.type} task "
+                           f"{task.name}; choose one of: {', '.join(sorted(names))}")
+    return metric
+
+
+# --------------------------------------------------------------------------- study
+
+
+def _sampler(cfg: SweepConfig) -> Any:
+    import optuna
+
+    if cfg.sampler == "grid":
+        return optuna.samplers.GridSampler(grid_space(cfg.space), seed=cfg.seed)
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    return optuna.samplers.TPESampler(seed=cfg.seed)
+
+
+def make_pruner(cfg: SweepConfig) -> Any:
+    """Median pruning of intermediate validation scores (per fold with k-fold)."""
+    import optuna
+
+    if cfg.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+
+
+def open_study(cfg: SweepConfig, root: Path, direction: str) -> Any:
+    import optuna
+
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{(root / 'optuna.db').resolve()}",
+        engine_kwargs={"connect_args": {"timeout": 60}},  # parallel trials wait for the lock
+    )
+    study = optuna.create_study(storage=storage, study_name=cfg.name, sampler=_sampler(cfg),
+                                pruner=make_pruner(cfg), direction=direction,
+                                load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise PretuneError(f"{root}/optuna.db optimises in the other direction; pass --overwrite")
+    return study
+
+
+def recover_stale(study: Any, cfg: SweepConfig) -> list[int]:
+    """Trials left RUNNING (their process died): mark FAIL and queue their params again."""
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        study.tell(t.number, state=TrialState.FAIL)
+        retries = int(t.user_attrs.get("retries", 0))
+        if set(t.params) == set(cfg.space) and retries < MAX_RETRIES:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number,
+                                                            "retries": retries + 1})
+    return [t.number for t in stale]
+
+
+def _point(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def remaining_trials(study: Any, cfg: SweepConfig) -> int | None:
+    """Trials still to run: ``n_trials`` minus COMPLETE/PRUNED (and the grid's unvisited points);
+    None when only the timeout bounds it."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    left = None if cfg.n_trials is None else cfg.n_trials - done
+    if cfg.sampler == "grid":
+        retried = {t.user_attrs.get("retry_of") for t in trials}
+        visited = {_point(t.params) for t in trials if t.state.is_finished()
+                   and not (t.state == TrialState.FAIL and t.number in retried)}
+        size = math.prod(len(v) for v in grid_space(cfg.space).values())
+        grid_left = size - len(visited)
+        left = grid_left if left is None else min(left, grid_left)
+    return None if left is None else max(left, 0)
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+class _Trials:
+    """What every trial shares: the sweep config, resolved metric, loaded tasks, features."""
+
+    def __init__(self, cfg: SweepConfig, root: Path, metric: str) -> None:
+        self.cfg, self.root, self.metric = cfg, root, metric
+        self.features: dict = {}  # sklearn linear-probe features, keyed by start model
+        self._tasks: dict[tuple[str, int], LabeledTask] = {}
+        self._lock = threading.Lock()
+
+    def task(self, ft: FinetuneConfig) -> LabeledTask:
+        # Same task config + seed -> same splits and budget, so trials load it once.
+        key = (ft.task.model_dump_json(), ft.train.seed)
+        with self._lock:
+            if key not in self._tasks:
+                self._tasks[key] = load_task(ft.task, seed=ft.train.seed)
+            return self._tasks[key]
+
+
+def _reporter(trial: Any) -> Any:
+    import optuna
+
+    def report(step: int, value: float | None) -> None:
+        if value is None or not math.isfinite(value):
+            return
+        trial.report(float(value), step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (intermediate value {value:.4f})")
+
+    return report
+
+
+def _finetune_has_hook() -> bool:
+    from pretune.finetune.run import finetune
+
+    return "on_evaluate" in inspect.signature(finetune).parameters
+
+
+def trial_config(cfg: SweepConfig, root: Path, number: int, params: dict[str, Any]
+                 ) -> FinetuneConfig:
+    ft = apply_params(cfg.base, params)
+    train = ft.train.model_copy(update={"progress": False}) if cfg.n_jobs > 1 else ft.train
+    return ft.model_copy(update={"name": str(number), "output_dir": str(root / "trials"),
+                                 "save_model": ft.save_model and cfg.save_models,
+                                 "train": train})
+
+
+def objective(trial: Any, ctx: _Trials) -> float:
+    """Score one parameter set on validation (or the k-fold CV mean)."""
+    from pretune.finetune.run import finetune
+
+    cfg = ctx.cfg
+    params = {key: suggest(trial, key, spec) for key, spec in cfg.space.items()}
+    report = _reporter(trial)
+    try:
+        ft = trial_config(cfg, ctx.root, trial.number, params)
+        task = ctx.task(ft)
+        if cfg.kfold:
+            scores: list[float] = []
+
+            def on_fold(i: int, score: float) -> None:
+                scores.append(score)
+                report(i, float(np.mean(scores)))  # running CV mean: comparable across trials
+
+            cv = cross_validate(ft, cfg.kfold, out_dir=ctx.root / "trials" / str(trial.number),
+                                task=task, metric=ctx.metric, overwrite=True,
+                                features_cache=ctx.features, on_fold=on_fold)
+            trial.set_user_attr("std", cv.std)
+            trial.set_user_attr("fold_scores", cv.fold_scores)
+            trial.set_user_attr("val_metrics", cv.mean_metrics)
+            return cv.mean
+        extra: dict[str, Any] = {}
+        if _finetune_has_hook():  # per-evaluation pruning (validation after each epoch)
+            extra["on_evaluate"] = lambda i, m: report(i, m.get(ctx.metric))
+        result = finetune(ft, overwrite=True, task=task, features_cache=ctx.features, **extra)
+        if getattr(result, "stopped_reason", "") == "interrupted":
+            raise KeyboardInterrupt  # Ctrl-C ended training early: not a real score
+        val = {k: float(v) for k, v in result.val_metrics.items() if isinstance(v, int | float)}
+        trial.set_user_attr("val_metrics", val)
+        if ctx.metric not in val:  # e.g. roc_auc with a one-class validation split
+            raise PretuneError(f"validation metric '{ctx.metric}' was not computed for this "
+                               f"trial (have: {', '.join(sorted(val))})")
+        return val[ctx.metric]
+    except PretuneError as e:
+        trial.set_user_attr("error", str(e))
+        raise
+    except RuntimeError as e:  # e.g. CUDA out of memory for a large batch: record, go on
+        first_line = (str(e).splitlines() or [""])[0]
+        trial.set_user_attr("error", f"{type(e).__name__}: {first_line}")
+        raise
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_sweep(cfg: SweepConfig, overwrite: bool = False) -> Path:
+    """Run (or resume) the sweep; write trials.csv, best.yaml, report.md/.html. Returns its dir.
+
+    Every trial is scored on the validation split (or the k-fold CV mean over train+val),
+    never on the test split. ``overwrite`` deletes an existing sweep directory first."""
+    from pretune.sweep.report import write_outputs
+
+    root = sweep_dir(cfg)
+    if overwrite and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with _lock(root):
+        _check_same_sweep(root, cfg)
+        task = load_task(cfg.base.task, seed=cfg.base.train.seed)
+        if cfg.kfold:  # fail now, not after the first trial (e.g. k > smallest class)
+            fold_indices(pool(task).labels, task.type, cfg.kfold, cfg.base.task.split_seed,
+                         task.labels)
+        elif not len(task.val):
+            raise PretuneError("sweep needs a validation split to score trials: set "
+                               "base.task.val_fraction > 0 or base.task.validation, or use kfold")
+        metric = resolve_metric(cfg, task)
+        from pretune.evaluate.metrics import metric_mode
+
+        direction = "minimize" if metric_mode(metric) == "min" else "maximize"
+        study = open_study(cfg, root, direction)
+        stale = recover_stale(study, cfg)
+        if stale:
+            print(f"sweep {cfg.name}: trials {stale} were interrupted; marked failed, re-queued")
+        left = remaining_trials(study, cfg)
+        ctx = _Trials(cfg, root, metric)
+        interrupted = False
+        try:
+            if left is None or left > 0:
+                study.optimize(lambda t: objective(t, ctx), n_trials=left,
+                               timeout=cfg.timeout_minutes * 60 if cfg.timeout_minutes else None,
+                               n_jobs=cfg.n_jobs, catch=(PretuneError, RuntimeError))
+        except KeyboardInterrupt:
+            interrupted = True
+        summary = write_outputs(root, cfg, study, metric, direction)
+    if interrupted:
+        print(f"sweep {cfg.name} interrupted; run the same command again to resume")
+        raise KeyboardInterrupt
+    if summary["best"] is None:
+        errors = summary.get("errors") or ["no trial finished"]
+        raise PretuneError(f"no trial of sweep {cfg.name} completed (see {root}/trials.csv); "
+                           f"first error: {errors[0]}")
+    best = summary["best"]
+    print(f"sweep {cfg.name}: best trial {best['number']} {metric}={best['value']:.4f} "
+          f"(validation); report: {root / 'report.html'}; retrain: pretune finetune "
+          f"{root / 'best.yaml'}")
+    return root

@@ -1,0 +1,140 @@
+"""``run_sweep`` end to end on a tiny BERT: outputs, resume, interrupted trials, grid, k-fold,
+best.yaml reproducing the best validation score, pruning, and input errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import optuna
+import pytest
+
+from pretune.config import FinetuneConfig, SweepConfig, load_config
+from pretune.errors import PretuneError
+from pretune.finetune.run import finetune
+from pretune.sweep import run_sweep
+from pretune.sweep.search import _reporter, make_pruner
+
+PROBE = {"name": "linear-probe", "sklearn": True}  # ~1 s per trial on CPU, scores vary by seed
+
+
+def rows(root) -> list[dict]:
+    with open(root / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def study_of(root, name="sw") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'optuna.db'}")
+
+
+def test_sweep_writes_outputs_and_resumes(make_sweep, base_cfg):
+    base = base_cfg.model_copy(update={"strategy": base_cfg.strategy.model_copy(update=PROBE)})
+    base = base.model_dump(mode="json")
+    space = {"train.seed": {"low": 0, "high": 50, "int": True}}  # one searched parameter
+    root = run_sweep(make_sweep(n_trials=2, space=space, base=base))
+    assert [r["state"] for r in rows(root)] == ["COMPLETE", "COMPLETE"]
+    assert (root / "trials" / "0" / "metrics.json").is_file()  # each trial its own dir
+    assert (root / "trials" / "1" / "metrics.json").is_file()
+    html = (root / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2  # history + score vs train.seed
+    assert "at least 2 searched parameters" in html  # importances skipped with a note
+    assert (root / "plots" / "history.png").is_file() and "plots/history.png" in (
+        root / "report.md").read_text()
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["metric"] == "macro_f1" and summary["direction"] == "maximize"
+    assert summary["best"]["value"] == pytest.approx(max(float(r["value"]) for r in rows(root)))
+
+    # Resume: n_trials 2 -> 3 runs exactly one more trial.
+    run_sweep(make_sweep(n_trials=3, space=space, base=base))
+    assert [r["number"] for r in rows(root)] == ["0", "1", "2"]
+
+    # A trial left RUNNING by a killed process: marked FAIL, not counted, its params re-run.
+    killed = study_of(root).ask()
+    seed = killed.suggest_int("train.seed", 0, 50)
+    run_sweep(make_sweep(n_trials=4, space=space, base=base))
+    table = rows(root)
+    assert [r["state"] for r in table] == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]
+    assert "interrupted" in table[3]["error"] and table[4]["retry_of"] == "3"
+    assert int(table[4]["train.seed"]) == seed
+    run_sweep(make_sweep(n_trials=4, space=space, base=base))  # nothing left to do
+    assert len(rows(root)) == 5
+
+    with pytest.raises(PretuneError, match=r"different config \(changed: space"):
+        run_sweep(make_sweep(n_trials=4, space={**space, "optim.lr": [0.1]}, base=base))
+    # --overwrite starts afresh; this one runs the training-loop path (full fine-tuning).
+    run_sweep(make_sweep(n_trials=1, space={"optim.lr": {"low": 1e-4, "high": 1e-2,
+                                                         "log": True}}), overwrite=True)
+    assert len(rows(root)) == 1 and (root / "trials" / "0" / "train").is_dir()
+
+
+def test_grid_covers_every_point_and_best_yaml_reproduces_it(make_sweep, base_cfg):
+    base = base_cfg.model_copy(update={"strategy": base_cfg.strategy.model_copy(update=PROBE)})
+    cfg = make_sweep(sampler="grid", n_trials=None, base=base.model_dump(mode="json"),
+                     space={"train.seed": [1, 2], "task.max_length": {"low": 16, "high": 32,
+                                                                      "int": True, "step": 16}})
+    root = run_sweep(cfg)
+    table = rows(root)
+    points = {(r["train.seed"], r["task.max_length"]) for r in table}
+    assert points == {("1", "16"), ("1", "32"), ("2", "16"), ("2", "32")} and len(table) == 4
+    assert "fANOVA" in (root / "report.md").read_text()  # 2 params, 4 trials: importances
+    summary = json.loads((root / "summary.json").read_text())
+    scores = [float(r["value"]) for r in table]
+    assert len(set(scores)) > 1  # the search space actually matters here
+    best = load_config(FinetuneConfig, root / "best.yaml")
+    assert best.name == "sw-best" and best.train.seed == summary["best"]["params"]["train.seed"]
+    again = finetune(best)  # same seed on CPU -> the same validation score
+    assert again.val_metrics["macro_f1"] == pytest.approx(summary["best"]["value"], abs=1e-12)
+    assert summary["best"]["value"] == max(scores)
+
+
+def test_kfold_sweep_optimises_the_cv_mean(make_sweep, base_cfg, tmp_path):
+    base = base_cfg.model_copy(update={"strategy": base_cfg.strategy.model_copy(update=PROBE)})
+    cfg = make_sweep(name="cv", sampler="random", n_trials=2, kfold=3, seed=1,
+                     base=base.model_dump(mode="json"), space={"train.seed": [0, 1, 2]})
+    root = tmp_path / "runs" / "cv"
+    root.mkdir(parents=True)
+    (root / ".lock").write_text("999999999")  # left by a dead process: taken over
+    run_sweep(cfg)
+    for r in rows(root):
+        cv = json.loads((root / "trials" / r["number"] / "cv.json").read_text())
+        folds = [json.loads((root / "trials" / r["number"] / f"fold-{i}" / "metrics.json")
+                            .read_text())["val"]["macro_f1"] for i in range(3)]
+        assert float(r["value"]) == pytest.approx(np.mean(folds)) == pytest.approx(cv["mean"])
+        assert float(r["std"]) == pytest.approx(np.std(folds, ddof=1))
+    assert "3-fold cross-validation mean" in (root / "report.html").read_text()
+    assert not (root / ".lock").exists()
+
+
+def test_sweep_input_errors(make_sweep, tmp_path):
+    with pytest.raises(PretuneError, match="larger than class '(fresh|rotten)', which has only"):
+        run_sweep(make_sweep(name="e1", kfold=100))
+    with pytest.raises(PretuneError, match="sweep metric 'f2' is not a metric.*macro_f1"):
+        run_sweep(make_sweep(name="e2", metric="f2"))
+    no_val = make_sweep().base.task.model_copy(update={"val_fraction": 0.0})
+    base = make_sweep().base.model_copy(update={"task": no_val})
+    with pytest.raises(PretuneError, match="needs a validation split"):
+        run_sweep(make_sweep(name="e3", base=base.model_dump(mode="json")))
+    root = tmp_path / "runs" / "e4"
+    root.mkdir(parents=True)
+    (root / ".lock").write_text(str(os.getppid()))  # a live process holds it
+    with pytest.raises(PretuneError, match="is being run by process"):
+        run_sweep(make_sweep(name="e4"))
+
+
+def test_median_pruner_stops_a_trial_below_the_median():
+    cfg = SweepConfig(space={"optim.lr": [0.1]})
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
+    for _ in range(3):  # n_startup_trials
+        t = study.ask()
+        _reporter(t)(0, 0.9)
+        study.tell(t, 0.9)
+    t = study.ask()
+    _reporter(t)(0, float("nan"))  # ignored, not reported
+    assert t.number not in study.trials[-1].intermediate_values
+    with pytest.raises(optuna.TrialPruned):
+        _reporter(t)(0, 0.1)
+    nop = optuna.create_study(pruner=make_pruner(SweepConfig(pruner="none", space={"optim.lr": [0.1]})))
+    t = nop.ask()
+    _reporter(t)(0, 0.1)  # never prunes
