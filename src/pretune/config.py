@@ -57,6 +57,7 @@ class TokenizerConfig(Section):
     vocab_size: int = Field(8000, ge=32)
     min_frequency: int = Field(2, ge=1)
     lowercase: bool = True  # wordpiece/unigram normaliser; byte-level BPE keeps case
+    model_max_length: int = Field(512, ge=8)  # saved with the tokenizer (HF truncation default)
     # Reuse an existing tokenizer instead of training: an HF dir or ``builtin:minilm``.
     path: str | None = None
 
@@ -195,6 +196,8 @@ class StrategyConfig(Section):
     verbalizer: dict[str, str | list[str]] | None = None  # label -> word(s)
     label_descriptions: dict[str, str] | None = None  # for encoders without an MLM head
     calibrate: bool = True  # divide by the label prior (content-free input)
+    # prior from the content-free input "N/A", or mean probs over (unlabeled) training texts
+    calibration: Literal["content-free", "train"] = "content-free"
     few_shot: bool = False
 
 
@@ -251,6 +254,141 @@ class StudyConfig(Section):
         if isinstance(v, list):
             return [{"path": t} if isinstance(t, str) else t for t in v]
         return v
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+class ParamSpec(Section):
+    """One search dimension: ``choices: [...]`` or a range ``low``..``high`` (``log``, ``int``,
+    ``step``). A plain YAML list is shorthand for ``choices``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True,
+                              validate_by_alias=True)
+
+    choices: list[str | int | float | bool | None] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = Field(False, alias="int")  # `int: true` in YAML
+    step: float | None = Field(None, gt=0)  # checked with its key by SweepConfig
+
+
+class SweepConfig(Section):
+    """``pretune sweep``: Optuna / grid search (optionally k-fold CV) over a FinetuneConfig."""
+
+    name: str = "sweep"
+    output_dir: str = "runs"  # the sweep lives in <output_dir>/<name>/ (optuna.db, trials/...)
+    base: FinetuneConfig = FinetuneConfig()  # or a path to a finetune YAML
+    space: dict[str, ParamSpec] = Field(default_factory=dict)  # dotted FinetuneConfig key -> spec
+    sampler: Literal["tpe", "grid", "random"] = "tpe"
+    n_trials: int | None = Field(20, ge=1)  # None: the whole grid, or until timeout_minutes
+    timeout_minutes: float | None = Field(None, gt=0)
+    pruner: Literal["median", "none"] = "median"
+    metric: str = "auto"  # VALIDATION metric to optimise; auto: macro_f1 / r2; direction from it
+    kfold: int | None = Field(None, ge=2)  # k-fold CV on train+val; the search optimises the mean
+    seed: int = 0  # sampler seed (training seeds come from base.train.seed)
+    n_jobs: int = Field(1, ge=1)  # parallel trials (threads)
+    save_models: bool = False  # keep each trial's model dir (best.yaml retrains the winner)
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base_from_file(cls, v: Any) -> Any:
+        return load_yaml(v) if isinstance(v, str) else v
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space_shorthand(cls, v: Any) -> Any:
+        # A list is `choices`; nested mappings flatten to dotted keys, so the CLI override
+        # `space.optim.lr=[1e-4,1e-3]` means the key "optim.lr".
+        if not isinstance(v, dict):
+            return v
+        spec_keys = set(ParamSpec.model_fields) | {"int"}
+        out: dict[str, Any] = {}
+        for k, s in v.items():
+            if isinstance(s, list):
+                out[k] = {"choices": s}
+            elif isinstance(s, dict) and s and not set(s) <= spec_keys:
+                out.update({f"{k}.{sub}": spec for sub, spec in cls._space_shorthand(s).items()})
+            else:
+                out[k] = s
+        return out
+
+    def model_post_init(self, _context: Any) -> None:
+        from pretune.sweep.space import check_sweep  # lazy: keeps config import light
+
+        check_sweep(self)  # unknown keys, empty space, grid-only specs: PretuneError
+
+
+# --------------------------------------------------------------------------- vision
+
+
+class ImageDataConfig(Section):
+    """Images: ``builtin:mnist-5k`` / ``builtin:digits``, a folder of class sub-folders
+    (PNG/JPEG; a folder of images without sub-folders is unlabeled), or an ``.npz`` (x, y)."""
+
+    path: str = "builtin:digits"
+    validation: str | None = None
+    test: str | None = None
+    # Every image is resized to image_size x image_size (None: keep; then all must match).
+    image_size: int | None = Field(28, ge=4)
+    # Zero border (pixels, inside image_size) around the resized image: MNIST digits sit in a
+    # 20 px box with a 4 px border, so digits with image_size 28 and border 4 match MNIST.
+    border: int = Field(0, ge=0)
+    channels: Literal[1, 3] = 3  # 3: HF image pipelines feed RGB; 1: grayscale, cheaper
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)  # when no validation file is given
+    test_fraction: float = Field(0.2, ge=0, lt=0.5)  # when no test file is given
+    test_size: int | None = Field(None, ge=1)  # absolute test size (wins over test_fraction)
+    split_seed: int = 0
+    budget: int | None = Field(None, ge=1)  # stratified subsample of labeled training images
+    max_images: int | None = Field(None, ge=1)  # random cap on images read (quick runs, tests)
+
+
+class ImageAugmentConfig(Section):
+    """Tensor-op augmentation of training batches (pixels in [0, 1], before normalisation)."""
+
+    shift: int = Field(0, ge=0)  # random translation up to N px (zero pad + crop)
+    flip: bool = False  # horizontal flip; keep OFF for digits/text-like images
+    rotate: float = Field(0.0, ge=0, le=180)  # random rotation up to +-N degrees
+    zoom: float = Field(0.0, ge=0, lt=1)  # random scale in [1 - zoom, 1 + zoom]
+    noise: float = Field(0.0, ge=0)  # gaussian pixel noise std
+    mixup: float = Field(0.0, ge=0)  # Beta(a, a) mixup of images + labels (0 = off)
+    cutmix: float = Field(0.0, ge=0)  # Beta(a, a) CutMix (0 = off; with mixup: one per batch)
+
+
+class ImagePretrainConfig(Section):
+    """``pretrain_images``: supervised or SimCLR pre-training of a ResNet/ViT on images."""
+
+    name: str = "vision-pretrain"
+    output_dir: str = "runs"
+    data: ImageDataConfig = ImageDataConfig(path="builtin:mnist-5k", val_fraction=0.1,
+                                            test_fraction=0.0)
+    model: ModelConfig = ModelConfig(name="resnet-tiny")
+    objective: Literal["supervised", "simclr"] = "supervised"
+    augment: ImageAugmentConfig = ImageAugmentConfig(shift=2, rotate=10)
+    # SimCLR: NT-Xent on two augmented views; projection MLP on the pooled features.
+    temperature: float = Field(0.2, gt=0)
+    projection_dim: int = Field(64, ge=2)
+    optim: OptimConfig = OptimConfig(lr=2e-3, betas=(0.9, 0.999), weight_decay=1e-4,
+                                     schedule="cosine")
+    train: LoopConfig = LoopConfig(epochs=5, batch_size=128)
+
+
+class ImageFinetuneConfig(Section):
+    """``finetune_images``: adapt an image model (random init or a checkpoint) to labeled images."""
+
+    name: str = "vision-finetune"
+    output_dir: str = "runs"
+    model: ModelConfig = ModelConfig(name="resnet-tiny")  # arch name, hf:<dir> or a model dir
+    data: ImageDataConfig = ImageDataConfig()
+    strategy: StrategyConfig = StrategyConfig()  # full | linear-probe | partial | gradual | llrd
+    keep_head: bool = False  # keep a checkpoint's classifier when its label names match
+    augment: ImageAugmentConfig = ImageAugmentConfig(shift=2)
+    optim: OptimConfig = OptimConfig(lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4,
+                                     schedule="cosine")
+    train: LoopConfig = LoopConfig(epochs=20, batch_size=32)
+    metric: str = "auto"  # selection metric on val; auto: macro_f1
+    save_model: bool = True
 
 
 # --------------------------------------------------------------------------- loading
