@@ -1,0 +1,371 @@
+"""Models by name: a small explicit registry of BERT/GPT sizes, plus any local HF checkpoint.
+
+A *start* is either an architecture name (random init, needs a tokenizer for the vocabulary
+and special ids) or a directory holding a Hugging Face checkpoint (``hf:<dir>``,
+``builtin:minilm``, or a pretune checkpoint dir). Every model is a plain ``transformers``
+model in float32 with SDPA attention, so a saved checkpoint loads without pretune.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    GPT2Config,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
+
+from pretune.config import ModelConfig
+from pretune.errors import PretuneError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["mlm", "clm", "classify", "base"]
+
+
+@dataclass(frozen=True)
+class Arch:
+    family: Literal["bert", "gpt"]
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+
+
+ARCHS: dict[str, Arch] = {
+    "bert-tiny": Arch("bert", 2, 128, 2, 512),
+    "bert-mini": Arch("bert", 4, 256, 4, 1024),
+    "bert-small": Arch("bert", 4, 512, 8, 2048),
+    "bert-medium": Arch("bert", 8, 512, 8, 2048),
+    "bert-base": Arch("bert", 12, 768, 12, 3072),
+    "gpt-tiny": Arch("gpt", 2, 128, 2, 512),
+    "gpt-mini": Arch("gpt", 4, 256, 4, 1024),
+    "gpt-small": Arch("gpt", 12, 768, 12, 3072),  # GPT-2 124M
+}
+
+# Overrides that change weight shapes: allowed for random init only.
+_SHAPE_KEYS = {
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+    "n_embd", "n_layer", "n_head", "n_inner", "max_position_embeddings", "n_positions",
+    "type_vocab_size",
+}
+_AUTO = {
+    "mlm": AutoModelForMaskedLM,
+    "clm": AutoModelForCausalLM,
+    "classify": AutoModelForSequenceClassification,
+    "base": AutoModel,
+}
+_SUPPORTED = {
+    "mlm": MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    "clm": MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    "classify": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+}
+
+
+def _names() -> str:
+    return ", ".join([*ARCHS, "hf:<dir>", "builtin:minilm", "<checkpoint dir>"])
+
+
+def resolve_start(name: str) -> tuple[str, str | Path]:
+    """("arch", name) for registry names, ("dir", Path) for hf:<dir>, builtin:<model>, or a dir."""
+    if name in ARCHS:
+        return "arch", name
+    if name.startswith("builtin:"):
+        from pretune.data.builtin import builtin_path
+
+        return "dir", builtin_path(name)
+    path = Path(name.removeprefix("hf:")).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise PretuneError(
+                f"model.name={name}: {path} has no config.json, so it is not a Hugging Face "
+                "checkpoint; point to a directory written by save_pretrained"
+            )
+        return "dir", path
+    if name.startswith("hf:"):
+        raise PretuneError(f"model.name={name}: directory {path} not found (hub downloads are off)")
+    raise PretuneError(f"unknown model.name '{name}'; choose one of: {_names()}")
+
+
+# BERT-style names accepted for GPT-2 too, so one override set fits both families.
+_ALIASES = {"gpt2": {"intermediate_size": "n_inner"}}
+
+
+def _normalise_overrides(config: PretrainedConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    alias = _ALIASES.get(config.model_type, {})
+    return {alias.get(k, k): v for k, v in overrides.items()}
+
+
+def _check_override_keys(config: PretrainedConfig, overrides: dict[str, Any], name: str) -> None:
+    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
+    for key in overrides:
+        if key not in known:
+            raise PretuneError(
+                f"model.overrides.{key} is not a field of the {name} config "
+                f"({type(config).__name__}); check the spelling"
+            )
+
+
+def _set_dropout(config: PretrainedConfig, dropout: float | None) -> None:
+    if dropout is None:
+        return
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob",  # BERT family
+                "resid_pdrop", "embd_pdrop", "attn_pdrop",  # GPT-2
+                "dropout", "attention_dropout"):  # DistilBERT and others
+        if hasattr(config, key):
+            setattr(config, key, dropout)
+
+
+def build_config(
+    name: str, tokenizer: PreTrainedTokenizerBase, overrides: dict[str, Any] | None = None,
+    dropout: float | None = None,
+) -> PretrainedConfig:
+    """HF config for a registry architecture; vocabulary and special ids from ``tokenizer``."""
+    if name not in ARCHS:
+        raise PretuneError(f"unknown architecture '{name}'; choose one of: {', '.join(ARCHS)}")
+    a = ARCHS[name]
+    vocab = len(tokenizer)
+    if a.family == "bert":
+        config: PretrainedConfig = BertConfig(
+            vocab_size=vocab, hidden_size=a.hidden, num_hidden_layers=a.layers,
+            num_attention_heads=a.heads, intermediate_size=a.intermediate,
+            max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id or 0,
+        )
+    else:
+        eos = tokenizer.eos_token_id
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        config = GPT2Config(
+            vocab_size=vocab, n_embd=a.hidden, n_layer=a.layers, n_head=a.heads,
+            n_inner=a.intermediate, n_positions=1024, bos_token_id=bos, eos_token_id=eos,
+            pad_token_id=pad,
+        )
+    overrides = _normalise_overrides(config, dict(overrides or {}))
+    _check_override_keys(config, overrides, name)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    _set_dropout(config, dropout)
+    if config.hidden_size % config.num_attention_heads:
+        raise PretuneError(
+            f"model.overrides: hidden_size {config.hidden_size} is not divisible by "
+            f"num_attention_heads {config.num_attention_heads}"
+        )
+    config._attn_implementation = "sdpa"
+    return config
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence the load report table (missing/unexpected keys): we report what matters."""
+    from transformers.utils import logging as hf_logging
+
+    old = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(old)
+
+
+def _has_safetensors(path: Path) -> bool:
+    return any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
+
+
+def load_model(
+    spec: ModelConfig,
+    kind: Kind,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    num_labels: int | None = None,
+    problem_type: str | None = None,
+    id2label: dict | None = None,
+) -> PreTrainedModel:
+    """Random init from a registry name (needs ``tokenizer``) or ``from_pretrained`` of a dir.
+
+    float32, SDPA, safetensors only. A dir without an MLM head loaded for "mlm" gets a new head
+    tied to the input embeddings. Tokenizer vocab larger than the embedding is an error."""
+    if kind not in _AUTO:
+        raise PretuneError(f"unknown model kind '{kind}'; choose one of: {', '.join(_AUTO)}")
+    how, where = resolve_start(spec.name)
+    extra: dict[str, Any] = {}
+    if num_labels is not None:
+        extra["num_labels"] = num_labels
+    if id2label is not None:
+        extra["id2label"] = {int(k): str(v) for k, v in id2label.items()}
+        extra["label2id"] = {str(v): int(k) for k, v in id2label.items()}
+    if problem_type is not None:
+        extra["problem_type"] = problem_type
+
+    if how == "arch":
+        if tokenizer is None:
+            raise PretuneError(
+                f"model.name={spec.name} is a random-init architecture and needs a tokenizer "
+                "(prepare a corpus first, or set the tokenizer path)"
+            )
+        config = build_config(str(where), tokenizer, spec.overrides, spec.dropout)
+        family = ARCHS[str(where)].family
+        if (kind == "mlm" and family == "gpt") or (kind == "clm" and family == "bert"):
+            raise PretuneError(
+                f"model.name={spec.name} is {'a decoder' if family == 'gpt' else 'an encoder'}; "
+                f"it cannot train objective '{kind}' (use {'clm' if family == 'gpt' else 'mlm'})"
+            )
+        for key, value in extra.items():
+            setattr(config, key, value)
+        model = _AUTO[kind].from_config(config, dtype=torch.float32)
+    else:
+        model = _load_dir(Path(where), spec, kind, extra)
+
+    if tokenizer is not None:
+        emb = model.get_input_embeddings().num_embeddings
+        if len(tokenizer) > emb:
+            raise PretuneError(
+                f"tokenizer has {len(tokenizer)} tokens but model {spec.name} has only {emb} "
+                "embeddings; use the tokenizer the model was trained with (or pre-train from "
+                "scratch with this tokenizer)"
+            )
+        if kind == "classify" and model.config.pad_token_id is None:
+            # GPT-2 classification finds the last non-pad token: it needs pad_token_id.
+            pad = tokenizer.pad_token_id
+            model.config.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def _load_dir(path: Path, spec: ModelConfig, kind: Kind, extra: dict[str, Any]) -> PreTrainedModel:
+    trc = spec.trust_remote_code
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trc)
+    except (OSError, ValueError, KeyError) as e:
+        raise PretuneError(
+            f"model.name={spec.name}: {path} is not a loadable Hugging Face checkpoint "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
+    mt = config.model_type
+    if kind in _SUPPORTED and mt not in _SUPPORTED[kind] and not trc:
+        raise PretuneError(
+            f"model.name={spec.name}: {path} holds a '{mt}' model, which has no {kind} variant "
+            "in transformers; choose a checkpoint of another architecture"
+        )
+    if not _has_safetensors(path):
+        raise PretuneError(
+            f"model.name={spec.name}: {path} has no .safetensors weights (pickle weights are not "
+            "loaded for safety); convert it with save_pretrained(..., safe_serialization=True)"
+        )
+    overrides = _normalise_overrides(config, spec.overrides)
+    for key in overrides:
+        if key in _SHAPE_KEYS:
+            raise PretuneError(
+                f"model.overrides.{key} would change the shape of the pre-trained checkpoint "
+                f"{path}; remove it (shape overrides apply to random-init architectures only)"
+            )
+    _check_override_keys(config, overrides, str(path))
+    for key, value in {**overrides, **extra}.items():
+        setattr(config, key, value)
+    _set_dropout(config, spec.dropout)
+    config._attn_implementation = "sdpa"
+    with _quiet_transformers():
+        model, info = _AUTO[kind].from_pretrained(
+            path, config=config, dtype=torch.float32, use_safetensors=True,
+            trust_remote_code=trc, output_loading_info=True,
+            # A checkpoint fine-tuned on another label set: re-initialise its classifier.
+            ignore_mismatched_sizes=kind == "classify",
+        )
+    missing = info.get("missing_keys", [])
+    if missing:
+        log.info("%s: %d weights newly initialised (e.g. %s)", path, len(missing), sorted(missing)[0])
+    if kind == "mlm" and getattr(model.config, "tie_word_embeddings", False):
+        # A plain encoder (e.g. MiniLM) gets a fresh MLM head: make sure the decoder is tied.
+        out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+        if out is not None and out.weight is not inp.weight:
+            model.tie_weights()
+    return model
+
+
+def load_tokenizer_for(spec: ModelConfig, fallback: str | Path | None) -> PreTrainedTokenizerBase:
+    """A dir start brings its own tokenizer; an arch start uses ``fallback`` (a tokenizer dir)."""
+    how, where = resolve_start(spec.name)
+    source: Path | None = None
+    if how == "dir" and (
+        (Path(where) / "tokenizer.json").is_file() or (Path(where) / "tokenizer_config.json").is_file()
+        or (Path(where) / "vocab.txt").is_file()
+    ):
+        source = Path(where)
+    elif fallback is not None:
+        fb = str(fallback)
+        if fb.startswith("builtin:"):
+            from pretune.data.builtin import builtin_path
+
+            source = builtin_path(fb)
+        else:
+            source = Path(fb.removeprefix("hf:")).expanduser()
+    if source is None:
+        raise PretuneError(
+            f"model.name={spec.name} has no tokenizer; give a tokenizer directory (e.g. the "
+            "<artifact>/tokenizer of a prepared corpus)"
+        )
+    if not source.is_dir():
+        raise PretuneError(f"tokenizer directory {source} not found")
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise PretuneError(f"cannot load a tokenizer from {source}: {str(e).splitlines()[0][:160]}") from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # GPT-style: pad with <|endoftext|> (masked out anyway)
+    return tok
+
+
+def objective_for(model_or_config: nn.Module | PretrainedConfig) -> Literal["mlm", "clm"]:
+    """"mlm" for encoders (BERT family), "clm" for decoders (GPT family)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    if getattr(config, "is_decoder", False):
+        return "clm"
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "mlm"
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "clm"
+    raise PretuneError(f"model type '{config.model_type}' supports neither masked nor causal LM")
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _intermediate(config: PretrainedConfig) -> int:
+    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+    return int(inner or 4 * config.hidden_size)
+
+
+def non_embedding_params(config: PretrainedConfig) -> int:
+    """Transformer-block parameters: attention (4 d^2 + 4 d), MLP (2 d i + i + d), 2 LayerNorms."""
+    d, n_layers, i = config.hidden_size, config.num_hidden_layers, _intermediate(config)
+    per_layer = (4 * d * d + 4 * d) + (2 * d * i + i + d) + 4 * d
+    return n_layers * per_layer
+
+
+def flops_per_token(config: PretrainedConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6 N + 12 L d T (N = non-embedding params; PaLM appendix B)."""
+    d, n_layers = config.hidden_size, config.num_hidden_layers
+    return float(6 * non_embedding_params(config) + 12 * n_layers * d * seq_len)

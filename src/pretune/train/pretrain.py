@@ -1,0 +1,227 @@
+"""``pretune pretrain``: masked-LM or causal-LM pre-training on packed shards.
+
+From scratch (a registry architecture, vocabulary from the artifact's tokenizer) or continued
+pre-training of a local HF checkpoint (then the data must be tokenized with the model's own
+tokenizer). Output ``runs/<name>/``: ``checkpoints/step-N/`` and ``final/`` (HF dirs with the
+tokenizer and a model card), ``metrics.jsonl``, TensorBoard events and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pretune.config import PrepareConfig, PretrainConfig, dump_yaml
+from pretune.errors import PretuneError
+from pretune.models.registry import (
+    count_params,
+    flops_per_token,
+    load_model,
+    load_tokenizer_for,
+    objective_for,
+    resolve_start,
+)
+from pretune.train import checkpoint as ckpt
+from pretune.train.loop import default_save, distributed, fit
+from pretune.train.objectives import BlockBatches, MaskingSpec, loss_for
+
+
+def _artifact(data: str | PrepareConfig) -> Path:
+    if isinstance(data, PrepareConfig):
+        from pretune.data.pipeline import prepare  # cached: a second call reuses the artifact
+
+        return Path(prepare(data))
+    path = Path(data).expanduser()
+    if not path.is_dir():
+        raise PretuneError(f"data={data}: shard directory not found; run `pretune prepare` first")
+    return path
+
+
+def _check_same_tokenizer(model_tok: Any, data_tok_dir: Path, model_name: str) -> None:
+    """Continued pre-training: the shards must hold ids of the model's own tokenizer."""
+    from transformers import AutoTokenizer
+
+    data_tok = AutoTokenizer.from_pretrained(data_tok_dir)
+    if data_tok.get_vocab() != model_tok.get_vocab():
+        raise PretuneError(
+            f"the data in {data_tok_dir.parent} was tokenized with a different tokenizer "
+            f"({len(data_tok)} tokens) than model {model_name} ({len(model_tok)} tokens); prepare "
+            f"the corpus with tokenizer.path={model_name}"
+        )
+
+
+def model_card(*, name: str, corpus: str, objective: str, model: nn.Module, steps: int,
+               tokens: int, train_loss: float | None, val_loss: float | None) -> str:
+    auto = "AutoModelForMaskedLM" if objective == "mlm" else "AutoModelForCausalLM"
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    ppl = "n/a" if val_loss is None else f"{math.exp(min(val_loss, 50)):.2f}"
+    cfg = model.config
+    return f"""---
+library_name: transformers
+tags: [pretune, {objective}]
+---
+# {name}
+
+Pre-trained with [pretune](https://example.invalid/pretune) ({objective.upper()} objective).
+
+| | |
+|---|---|
+| architecture | {cfg.model_type}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {count_params(model):,} parameters |
+| corpus | {corpus} |
+| objective | {objective} |
+| steps / tokens | {steps:,} / {tokens:,} |
+| final train loss | {fmt(train_loss)} |
+| final validation loss (perplexity) | {fmt(val_loss)} ({ppl}) |
+
+## Load
+
+```python
+from transformers import AutoTokenizer, {auto}
+tokenizer = AutoTokenizer.from_pretrained("<this directory>")
+model = {auto}.from_pretrained("<this directory>")
+```
+"""
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Pre-train ``cfg.model`` on ``cfg.data``; returns ``runs/<name>/final``."""
+    run_dir = Path(cfg.output_dir) / cfg.name
+    rank, world, _ = distributed()
+    if run_dir.exists() and not resume and not overwrite and any(run_dir.iterdir()):
+        raise PretuneError(
+            f"{run_dir} already exists; pass --resume to continue it or --overwrite to replace it")
+    if resume and ckpt.latest_checkpoint(run_dir / "checkpoints") is None:
+        raise PretuneError(f"--resume: no checkpoint under {run_dir / 'checkpoints'} to resume from")
+    if overwrite and not resume and run_dir.exists() and rank == 0:
+        shutil.rmtree(run_dir)
+
+    artifact = _artifact(cfg.data)
+    from pretune.data.shards import PackedTokens
+
+    train_tokens = PackedTokens(artifact, "train")
+    val_tokens = PackedTokens(artifact, "val")
+    tok_dir = artifact / "tokenizer"
+    if not tok_dir.is_dir():
+        raise PretuneError(f"{artifact} has no tokenizer/ directory; re-run `pretune prepare`")
+    tokenizer = load_tokenizer_for(cfg.model, tok_dir)
+    how, _ = resolve_start(cfg.model.name)
+    if how == "dir":
+        _check_same_tokenizer(tokenizer, tok_dir, cfg.model.name)
+
+    torch.manual_seed(cfg.train.seed)  # model init
+    objective = cfg.objective
+    if objective == "auto":
+        from pretune.models.registry import ARCHS
+
+        if how == "arch":
+            objective = "clm" if ARCHS[cfg.model.name].family == "gpt" else "mlm"
+        else:
+            from transformers import AutoConfig
+
+            objective = objective_for(AutoConfig.from_pretrained(resolve_start(cfg.model.name)[1]))
+    model = load_model(cfg.model, objective, tokenizer)
+    if cfg.seq_len > model.config.max_position_embeddings:
+        raise PretuneError(
+            f"seq_len={cfg.seq_len} exceeds the model's {model.config.max_position_embeddings} "
+            "positions; lower seq_len")
+
+    masking = cls_id = None
+    if objective == "mlm":
+        masking = MaskingSpec.from_tokenizer(tokenizer, cfg.mlm_probability, cfg.whole_word_mask)
+        cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    common = dict(masking=masking, cls_id=cls_id, seed=cfg.train.seed)
+    batches = BlockBatches(train_tokens.tokens, objective, cfg.seq_len, cfg.train.batch_size,
+                           rank=rank, world_size=world, **common)
+    loss_fn = loss_for(objective)
+    val: list[dict] = []
+    if len(val_tokens) >= cfg.seq_len * cfg.train.batch_size:
+        val = BlockBatches(val_tokens.tokens, objective, cfg.seq_len, cfg.train.batch_size,
+                           shuffle=False, name="val", **common).fixed(cfg.val_batches)
+    last: dict[str, float | None] = {"val_loss": None}
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        device = next(m.parameters()).device
+        losses = [loss_fn(m, {k: v.to(device) for k, v in b.items()}).float() for b in val]
+        value = float(torch.stack(losses).mean())
+        last["val_loss"] = value
+        return {"val_loss": value, "val_ppl": math.exp(min(value, 50.0))}
+
+    corpus = str(cfg.data) if isinstance(cfg.data, str) else ", ".join(s.path for s in cfg.data.sources)
+
+    def last_train_loss() -> float | None:
+        path = run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return None
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        train = [r for r in rows if r.get("kind") == "train"]
+        return train[-1]["loss"] if train else None
+
+    def save_fn(m: nn.Module, path: Path) -> None:
+        default_save(m, path)
+        tokenizer.save_pretrained(path)
+        steps = int(path.name.split("-")[-1]) if path.name.startswith("step-") else 0
+        (path / "README.md").write_text(model_card(
+            name=cfg.name, corpus=corpus, objective=objective, model=m, steps=steps,
+            tokens=steps * cfg.train.batch_size * cfg.train.grad_accum * cfg.seq_len * world,
+            train_loss=last_train_loss(), val_loss=last["val_loss"]))
+
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    t0 = time.perf_counter()
+    result = fit(model, loss_fn, batches, cfg.train, cfg.optim, run_dir,
+                 evaluate=evaluate if val else None, metric="val_loss", mode="min",
+                 save_fn=lambda m, p: save_fn(m, p), resume=resume)
+    seconds = time.perf_counter() - t0
+    if result.stopped_reason == "interrupted":
+        if rank == 0:
+            print(f"interrupted at step {result.steps}; checkpoint {result.last_checkpoint}; "
+                  "continue with --resume")
+        return result.last_checkpoint or run_dir
+    final = run_dir / "final"
+    if rank == 0:
+        _write_final(final, model, save_fn, result, cfg, objective, corpus, artifact, seconds,
+                     last_train_loss(), last["val_loss"])
+        val = "" if last["val_loss"] is None else f", val loss {last['val_loss']:.4f}"
+        print(f"pre-trained {result.steps:,} steps / {result.tokens:,} tokens in "
+              f"{result.seconds:.0f} s ({result.stopped_reason}{val}); model: {final}")
+    return final
+
+
+def _write_final(final: Path, model: nn.Module, save_fn, result, cfg: PretrainConfig,
+                 objective: str, corpus: str, artifact: Path, seconds: float,
+                 train_loss: float | None, val_loss: float | None) -> None:
+    tmp = final.with_name(".final-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_fn(model, tmp)
+    (tmp / "README.md").write_text(model_card(
+        name=cfg.name, corpus=corpus, objective=objective, model=model, steps=result.steps,
+        tokens=result.tokens, train_loss=train_loss, val_loss=val_loss))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    root = final.parent / "checkpoints"
+    summary = {
+        "name": cfg.name, "objective": objective, "model": cfg.model.name, "corpus": corpus,
+        "artifact": str(artifact), "parameters": count_params(model),
+        "steps": result.steps, "tokens": result.tokens,
+        "wall_seconds": round(seconds, 3), "train_seconds": round(result.seconds, 3),
+        "seconds": round(result.seconds, 3),  # cumulative training time (across resumes)
+        "tokens_per_second": result.tokens / max(result.seconds, 1e-9),
+        "flops_per_token": flops_per_token(model.config, cfg.seq_len),
+        "estimated_flops": flops_per_token(model.config, cfg.seq_len) * result.tokens,
+        "flops": flops_per_token(model.config, cfg.seq_len) * result.tokens,
+        "final_train_loss": train_loss, "final_val_loss": val_loss,
+        "final_val_ppl": None if val_loss is None else math.exp(min(val_loss, 50.0)),
+        "stopped_reason": result.stopped_reason,
+        "checkpoints": [{"step": s, "path": str(p)} for s, p in ckpt.step_dirs(root)],
+        "final": str(final),
+    }
+    (final.parent / "summary.json").write_text(json.dumps(summary, indent=2))
