@@ -129,7 +129,9 @@ def test_markdown_verdicts_first_then_tables(report):
     assert h2[0] == "Verdict" and h2[1] == "Task: rotten-tomatoes"
     verdict_part = md.split("## Task:")[0]
     assert "Starting from builtin:minilm" in verdict_part
-    assert "too few seeds for significance: the smallest possible p with 3 seeds is 0.25" in verdict_part
+    # 3 seeds: the sign-flip test can't go below 0.25, so the headline p is the paired t-test
+    assert "improved macro-F1 on rotten-tomatoes by +8.0 ± 1.7 points" in verdict_part
+    assert "(paired t-test p = 0.015, n = 3 seeds)" in verdict_part
     vals = [value("rotten-tomatoes", "pretrained", "full", 0, s) for s in range(3)]
     mean, sd = statistics.mean(vals) * 100, statistics.stdev(vals) * 100
     assert f"| pretrained | full | 32 | 3 | {mean:.1f} ± {sd:.1f} [" in md
@@ -148,7 +150,7 @@ def test_html_sections_escaping_and_self_contained(report):
                     "Failed runs", "Notes", "Configuration"):
         assert f"{section}" in html, section
     # Verdicts come before the first task section.
-    assert html.index("too few seeds for significance") < html.index("Task: rotten-tomatoes")
+    assert html.index("paired t-test p = 0.015") < html.index("Task: rotten-tomatoes")
     # User strings are escaped; nothing executable or external.
     assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "NaN loss &lt;at step 7&gt;" in html

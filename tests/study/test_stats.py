@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats as sps
 
 from pretune.study.stats import (
     bootstrap_ci,
@@ -192,6 +193,15 @@ def test_verdict_three_seeds_is_too_few():
     text = verdict(comp([0.8, 0.9, 0.85], [0.6, 0.7, 0.65]), corpus="news")
     assert "too few seeds for significance: the smallest possible p with 3 seeds is 0.25" in text
     assert "improved" not in text
+
+
+def test_three_varied_seeds_use_the_paired_t_test():
+    a, b = [0.80, 0.92, 0.85], [0.60, 0.70, 0.66]
+    c = comp(a, b)
+    assert c["p_method"] == "paired t-test" and c["p_perm"] == pytest.approx(0.25)
+    assert c["p"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    text = verdict(c, corpus="news")
+    assert text.startswith("Pre-training on news improved") and "paired t-test p = " in text
 
 
 def test_verdict_other_starts_and_all_budget():

@@ -209,7 +209,7 @@ def _task_section(task: str, rows: list[dict], full_table: list[dict], metric: s
                  "not_reached": f"> {t['budget_max'] - t['budget']:,} (not reached)"
                  if t["budget_max"] > t["budget"] else "not reached"}[t["labels_saved_status"]]
         body.append([t["start"], t["strategy"], _budget(t), str(t["n"]), _cell(t, metric), delta,
-                     format_p(t["p_perm"]) if t["delta"] is not None else "–",
+                     format_p(t["p"]) if t["delta"] is not None else "–",
                      format_p(t["p_ttest"]) if t["delta"] is not None else "–", saved,
                      str(t["failed"]) if t["failed"] else ""])
         good = t["significant"] and ((t["delta"] < 0) == (metric in LOWER_IS_BETTER))

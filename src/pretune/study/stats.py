@@ -177,7 +177,7 @@ def paired_comparison(rows: Iterable[dict], metric: str, baseline: str = "scratc
             "n": len(seeds), "seeds": seeds, "mean_diff": None, "std_diff": None,
             "ci_low": None, "ci_high": None, "p_perm": None, "p_perm_method": None,
             "p_ttest": None, "t_stat": None, "min_p": smallest_p(len(seeds)), "reason": None,
-            "start_mean": None, "baseline_mean": None,
+            "start_mean": None, "baseline_mean": None, "p": None, "p_method": None,
         }
         out.append(res)
         if not seeds:
@@ -202,6 +202,12 @@ def paired_comparison(rows: Iterable[dict], metric: str, baseline: str = "scratc
                 warnings.simplefilter("ignore", RuntimeWarning)
                 t = sps.ttest_rel(a, b)
             res.update(t_stat=float(t.statistic), p_ttest=float(t.pvalue))
+        # Headline p: the exact sign-flip test when it can reach ALPHA with this many seeds,
+        # else the paired t-test (with 3 seeds the sign-flip p is never below 0.25).
+        if res["min_p"] < ALPHA or res["p_ttest"] is None:
+            res.update(p=res["p_perm"], p_method="sign-flip")
+        else:
+            res.update(p=res["p_ttest"], p_method="paired t-test")
     return out
 
 
@@ -309,10 +315,10 @@ def p_phrase(p: float | None) -> str:
 
 
 def is_significant(c: dict) -> bool:
-    """Permutation p < 0.05 AND the bootstrap CI of the paired difference excludes 0."""
-    if c.get("p_perm") is None or c.get("ci_low") is None:
+    """Headline p < 0.05 AND the bootstrap CI of the paired difference excludes 0."""
+    if c.get("p") is None or c.get("ci_low") is None:
         return False
-    return c["p_perm"] < ALPHA and (c["ci_low"] > 0 or c["ci_high"] < 0)
+    return c["p"] < ALPHA and (c["ci_low"] > 0 or c["ci_high"] < 0)
 
 
 def _subject(start: str, corpus: str | None) -> str:
@@ -361,7 +367,8 @@ def verdict(comparison: dict, *, corpus: str | None = None, labels: dict | None 
     spread = f"{diff} ± {_amount(c['std_diff'], metric, signed=False)}{unit}"
     ci = (f"95% CI [{_amount(c['ci_low'], metric, False)}, "
           f"{_amount(c['ci_high'], metric, False)}]")
-    stats_txt = f"{p_phrase(c['p_perm'])}, n = {n} seeds"
+    test = "" if c["p_method"] == "sign-flip" else f"{c['p_method']} "
+    stats_txt = f"{test}{p_phrase(c['p'])}, n = {n} seeds"
     if is_significant(c):
         better = (c["mean_diff"] < 0) if metric in LOWER_IS_BETTER else (c["mean_diff"] > 0)
         verb = "improved" if better else "hurt"
@@ -370,12 +377,12 @@ def verdict(comparison: dict, *, corpus: str | None = None, labels: dict | None 
         text = f"{subj} {verb} {what} by {spread} ({ci}) vs {vs} {where} ({stats_txt})"
         worth = _worth(labels, c["budget"]) if better else None
         return text + (f"; {worth}." if worth else ".")
-    if c["min_p"] >= ALPHA:
+    if c["min_p"] >= ALPHA and c["p_method"] == "sign-flip":
         return (f"{subj} changed {what} by {spread} ({ci}) vs {vs} {where} ({stats_txt}): "
                 f"too few seeds for significance: the smallest possible p with {n} seeds is "
                 f"{format_p(c['min_p'])}.")
     why = "" if c["ci_low"] > 0 or c["ci_high"] < 0 else "; the CI spans 0"
-    return (f"{subj}: no significant difference ({p_phrase(c['p_perm'])}{why}) in {what} "
+    return (f"{subj}: no significant difference ({test}{p_phrase(c['p'])}{why}) in {what} "
             f"vs {vs} {where}: Δ = {spread} ({ci}, n = {n} seeds).")
 
 
@@ -395,7 +402,7 @@ def _worth(labels: dict | None, budget: int) -> str | None:
 def rank_comparisons(comparisons: list[dict]) -> list[dict]:
     """Most informative first: significant ones, then smallest p, then largest |Δ|."""
     def key(c: dict) -> tuple:
-        p = c["p_perm"] if c["p_perm"] is not None else 2.0
+        p = c["p"] if c["p"] is not None else 2.0
         return (not is_significant(c), p, -abs(c["mean_diff"] or 0.0))
     return sorted(comparisons, key=key)
 
@@ -427,6 +434,7 @@ def summary_table(rows: Iterable[dict], metric: str, baseline: str = "scratch") 
             "baseline": baseline if c else None,
             "delta": c["mean_diff"] if c else None, "delta_std": c["std_diff"] if c else None,
             "delta_ci_low": c["ci_low"] if c else None, "delta_ci_high": c["ci_high"] if c else None,
+            "p": c["p"] if c else None, "p_method": c["p_method"] if c else None,
             "p_perm": c["p_perm"] if c else None, "p_ttest": c["p_ttest"] if c else None,
             "n_paired": c["n"] if c else None, "significant": is_significant(c) if c else None,
             "labels_saved": p["labels_saved"] if p else None,

@@ -1,0 +1,174 @@
+"""The study's phases before the matrix: prepare, pre-train, continued pre-training, probes on
+intermediate checkpoints, and the contamination check. Each is cached or resumable on rerun."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pretune.config import FinetuneConfig, PretrainConfig, StrategyConfig, StudyConfig
+
+
+@dataclass
+class Phase:
+    """Compute accounting for one phase of the study."""
+
+    phase: str
+    tokens: int | None
+    seconds: float
+    flops: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Phase]) -> Path:
+    from pretune.train.checkpoint import latest_checkpoint
+    from pretune.train.pretrain import pretrain
+
+    run_dir = Path(pcfg.output_dir) / pcfg.name
+    final = run_dir / "final"
+    if not (final / "config.json").exists():
+        # resume only from a complete checkpoint; a run that died before its first one restarts
+        resume = latest_checkpoint(run_dir / "checkpoints") is not None
+        print(f"== {label}: {'resuming' if resume else 'starting'} ({pcfg.model.name}) ==", flush=True)
+        pretrain(pcfg, resume=resume, overwrite=not resume)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    phases.append(Phase(label, summary.get("tokens"), float(summary.get("seconds", 0.0)), summary.get("flops")))
+    return final
+
+
+def run_pretraining(cfg: StudyConfig, out: Path, phases: list[Phase]) -> tuple[dict[str, Path], dict | None, Path | None]:
+    """Prepare the corpus and (continue to) pre-train. Returns (named checkpoints, pre-training
+    curves for the report, prepared artifact dir)."""
+    from pretune.data.pipeline import prepare
+
+    checkpoints: dict[str, Path] = {}
+    prep_dir: Path | None = None
+    pretrain_info: dict | None = None
+    if cfg.prepare is not None:
+        t0 = time.perf_counter()
+        print("== prepare ==", flush=True)
+        prep_dir = prepare(cfg.prepare)
+        meta = json.loads((prep_dir / "meta.json").read_text())
+        tokens = sum(s.get("tokens", 0) for s in meta.get("splits", {}).values()) or None
+        built = meta.get("stats", {}).get("wall_seconds")
+        phases.append(Phase("prepare", tokens, float(built or (time.perf_counter() - t0)), None))
+        checkpoints["tokenizer"] = prep_dir / "tokenizer"
+    if cfg.pretrain is not None and prep_dir is not None:
+        pcfg = cfg.pretrain.model_copy(update={
+            "name": "pretrain", "output_dir": str(out), "data": str(prep_dir),
+            # probes need the intermediate checkpoints: keep them all
+            "train": cfg.pretrain.train.model_copy(update={"keep_last": 10_000}),
+        })
+        checkpoints["pretrained"] = _pretrain_phase(pcfg, out, "pre-training", phases)
+        history = _read_jsonl(out / "pretrain" / "metrics.jsonl")
+        summary_path = out / "pretrain" / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        corpus = ", ".join(s.path.removeprefix("builtin:") for s in cfg.prepare.sources)
+        pretrain_info = {**summary, "history": history, "corpus": corpus,
+                         "model": cfg.pretrain.model.name, "objective": summary.get("objective")}
+    if cfg.continued is not None:
+        ccfg = cfg.continued
+        data = ccfg.data
+        if not isinstance(data, str) and data.tokenizer.path is None:
+            # continued pre-training must keep the checkpoint's own tokenizer
+            data = data.model_copy(update={"tokenizer": data.tokenizer.model_copy(update={"path": ccfg.model.name})})
+        ccfg = ccfg.model_copy(update={
+            "name": "continued", "output_dir": str(out), "data": data,
+        })
+        checkpoints["continued"] = _pretrain_phase(ccfg, out, "continued pre-training", phases)
+    return checkpoints, pretrain_info, prep_dir
+
+
+_STEP = re.compile(r"step-(\d+)$")
+
+
+def probe_budget(cfg: StudyConfig) -> int | None:
+    ints = [b for b in cfg.budgets if b != "all"]
+    return max(ints) if ints else None
+
+
+def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded: dict,
+               phases: list[Phase]) -> list[dict] | None:
+    """Linear probe (scikit-learn on frozen features) on each intermediate checkpoint: when did
+    more pre-training stop paying off? Step 0 is the random-init model of the same shape."""
+    from pretune.finetune.run import finetune
+
+    if cfg.pretrain is None or "pretrained" not in checkpoints:
+        return None
+    cache = out / "probes.json"
+    done = {(r["task"], r["step"]): r for r in (json.loads(cache.read_text()) if cache.exists() else [])}
+    ckpt_root = out / "pretrain" / "checkpoints"
+    steps = sorted(
+        (int(m.group(1)), p) for p in ckpt_root.glob("step-*") if (m := _STEP.search(p.name)) and (p / "config.json").exists()
+    )
+    loop = cfg.pretrain.train
+    tokens_per_step = loop.batch_size * loop.grad_accum * cfg.pretrain.seq_len
+    targets: list[tuple[int, str, str | None]] = [(0, cfg.pretrain.model.name, str(checkpoints["tokenizer"]))]
+    targets += [(s, str(p), None) for s, p in steps]
+    probe = StrategyConfig(name="linear-probe", sklearn=True)
+    t0 = time.perf_counter()
+    rows = []
+    for tname, task in loaded.items():
+        task_cfg = next(t for t in cfg.tasks if _task_name(t) == tname)
+        for step, model_name, tok in targets:
+            if (tname, step) in done:
+                rows.append(done[(tname, step)])
+                continue
+            ft = FinetuneConfig(
+                name=f"probe-{tname}-{step}", output_dir=str(out / "probes"),
+                model=cfg.pretrain.model.model_copy(update={"name": model_name}), tokenizer=tok,
+                task=task_cfg.model_copy(update={"budget": probe_budget(cfg)}), strategy=probe,
+                train=cfg.finetune.train.model_copy(update={"seed": 0, "progress": False, "tensorboard": False}),
+                save_model=False,
+            )
+            res = finetune(ft, overwrite=True, task=task)
+            metric = "macro_f1" if cfg.finetune.metric == "auto" else cfg.finetune.metric
+            rows.append({"task": tname, "step": step, "checkpoint": model_name,
+                         "tokens": step * tokens_per_step, "score": res.metrics.get(metric), "metric": metric})
+            print(f"probe {tname} @ step {step}: {metric}={rows[-1]['score']:.3f}", flush=True)
+            cache.write_text(json.dumps(rows + [r for k, r in done.items() if r not in rows], indent=1))
+    cache.write_text(json.dumps(rows, indent=1))
+    phases.append(Phase("probes", None, time.perf_counter() - t0, None))
+    return rows
+
+
+def _task_name(t) -> str:
+    from pretune.study.runner import task_label
+
+    return task_label(t)
+
+
+def contamination_for_tasks(cfg: StudyConfig, prep_dir: Path, loaded: dict) -> list[dict]:
+    """n-gram overlap between the pre-training corpus (decoded from the shards, so exactly what
+    the model saw) and each task's test split."""
+    from transformers import AutoTokenizer
+
+    from pretune.data.shards import PackedTokens
+    from pretune.study.contamination import ngram_overlap
+
+    tok = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
+    packed = PackedTokens(prep_dir, "train")
+    n_docs = len(packed.doc_starts) - 1
+
+    def corpus():  # streamed, decoded in batches; one fresh pass per task
+        for lo in range(0, n_docs, 256):
+            batch = [packed.doc(i).tolist() for i in range(lo, min(n_docs, lo + 256))]
+            yield from tok.batch_decode(batch, skip_special_tokens=True)
+
+    results = []
+    for tname, task in loaded.items():
+        res = ngram_overlap(corpus(), list(task.test.texts), n=cfg.contamination_ngram)
+        results.append({"task": tname, **res})
+    return results

@@ -1,0 +1,230 @@
+"""``pretune study``: prepare -> pre-train -> the fine-tuning matrix -> one report.
+
+The runner only calls public entry points (prepare, pretrain, finetune, the stats/report
+functions); the training loop knows nothing about studies. Every finished cell is a JSON file
+under ``runs/<study>/cells/``, written atomically, so a rerun skips finished cells and retries
+failed ones; nothing is dropped silently (failures are rows with status "failed").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pretune.config import (
+    FinetuneConfig,
+    ModelConfig,
+    PretrainConfig,
+    StrategyConfig,
+    StudyConfig,
+    TaskConfig,
+    dump_yaml,
+)
+from pretune.errors import PretuneError
+from pretune.study.phases import (
+    Phase,
+    contamination_for_tasks,
+    run_pretraining,
+    run_probes,
+)
+
+ZERO_SHOT = "zero-shot"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fine-tuning run of the matrix."""
+
+    task: str
+    start: str
+    strategy: str  # display name: strategy name (+ "-sklearn" variant)
+    strategy_index: int
+    budget: int | None  # None = all training examples
+    budget_label: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.start)
+        return f"{self.task}__{safe}__{self.strategy}__{self.budget_label}__s{self.seed}"
+
+
+def strategy_label(s: StrategyConfig) -> str:
+    if s.name == "linear-probe" and s.sklearn:
+        return "linear-probe-sklearn"
+    if s.name == "prompt" and s.few_shot:
+        return "prompt-few-shot"
+    return s.name
+
+
+def task_label(t: TaskConfig) -> str:
+    return Path(t.path.removeprefix("builtin:")).stem.split(".")[0]
+
+
+def plan_cells(cfg: StudyConfig) -> list[Cell]:
+    """The matrix. Zero-shot prompting trains nothing, so it runs once per task and start."""
+    cells: list[Cell] = []
+    for task in cfg.tasks:
+        tname = task_label(task)
+        for start in cfg.starts:
+            for si, strat in enumerate(cfg.strategies):
+                label = strategy_label(strat)
+                if strat.name == "prompt" and not strat.few_shot:
+                    cells.append(Cell(tname, start, label, si, None, ZERO_SHOT, cfg.seeds[0]))
+                    continue
+                for budget in cfg.budgets:
+                    b = None if budget == "all" else int(budget)
+                    for seed in cfg.seeds:
+                        cells.append(Cell(tname, start, label, si, b, str(budget), seed))
+    return cells
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _start_model(cfg: StudyConfig, start: str, checkpoints: dict[str, Path]) -> tuple[ModelConfig, str | None]:
+    """Map a start name to (model spec, tokenizer for random-init starts)."""
+    base = cfg.finetune.model
+    if start == "scratch":
+        if cfg.pretrain is None:
+            raise PretuneError("start 'scratch' needs a `pretrain:` section (its architecture); add one or drop the start")
+        arch = cfg.pretrain.model.model_copy(update={"name": cfg.pretrain.model.name})
+        return base.model_copy(update={"name": arch.name, "overrides": arch.overrides}), str(checkpoints["tokenizer"])
+    if start in ("pretrained", "continued"):
+        if start not in checkpoints:
+            section = "pretrain" if start == "pretrained" else "continued"
+            raise PretuneError(f"start '{start}' needs a `{section}:` section in the study config")
+        return base.model_copy(update={"name": str(checkpoints[start])}), None
+    return base.model_copy(update={"name": start}), None
+
+
+def _cell_config(cfg: StudyConfig, cell: Cell, task: TaskConfig, model: ModelConfig,
+                 tokenizer: str | None, out: Path) -> FinetuneConfig:
+    ft = cfg.finetune
+    return ft.model_copy(update={
+        "name": cell.key,
+        "output_dir": str(out / "cells"),
+        "model": model,
+        "tokenizer": tokenizer,
+        "task": task.model_copy(update={"budget": cell.budget}),
+        "strategy": cfg.strategies[cell.strategy_index],
+        "train": ft.train.model_copy(update={"seed": cell.seed, "progress": False, "tensorboard": False}),
+        "save_model": False,
+    })
+
+
+def _flatten(cell: Cell, result: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "task": cell.task, "start": cell.start, "strategy": cell.strategy,
+        "budget": result.train_examples if cell.budget is None else cell.budget,
+        "budget_label": cell.budget_label, "seed": cell.seed, "status": "ok", "error": "",
+        "seconds": round(result.seconds, 2), "train_examples": result.train_examples,
+        "trainable_params": result.trainable_params,
+    }
+    for k, v in result.metrics.items():
+        if isinstance(v, int | float | str) or k in ("confusion", "labels"):
+            row[k] = v
+    return row
+
+
+def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
+    """Run (or resume) the whole study; returns the report directory ``runs/<name>``."""
+    from pretune.data.labeled import load_task
+    from pretune.finetune.run import finetune
+    from pretune.study.report import write_report
+
+    out = Path(cfg.output_dir) / cfg.name
+    cells_dir = out / "cells"
+    saved_cfg = out / "study.yaml"
+    if out.exists() and overwrite:
+        import shutil
+
+        shutil.rmtree(out)
+    if saved_cfg.exists() and saved_cfg.read_text() != dump_yaml(cfg):
+        # Same name, different setup: finished cells may not be comparable. Keep them, but say so.
+        print(f"note: {saved_cfg} differs from this config; finished cells with matching keys are reused "
+              "(use --overwrite to start over)")
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    saved_cfg.write_text(dump_yaml(cfg))
+    t_study = time.perf_counter()
+    phases: list[Phase] = []
+    notes: list[str] = []
+
+    checkpoints, pretrain_info, prep_dir = run_pretraining(cfg, out, phases)
+    tasks = {task_label(t): t for t in cfg.tasks}
+    loaded = {name: load_task(t) for name, t in tasks.items()}
+
+    contamination = contamination_for_tasks(cfg, prep_dir, loaded) if prep_dir else None
+    probes = run_probes(cfg, out, checkpoints, loaded, phases) if cfg.probes else None
+
+    cells = plan_cells(cfg)
+    rows: list[dict[str, Any]] = []
+    t_ft = time.perf_counter()
+    features_cache: dict = {}
+    for i, cell in enumerate(cells, 1):
+        path = cells_dir / f"{cell.key}.json"
+        if path.exists():
+            row = json.loads(path.read_text())
+            if row.get("status") == "ok":
+                rows.append(row)
+                continue
+        model, tok = _start_model(cfg, cell.start, checkpoints)
+        ft_cfg = _cell_config(cfg, cell, tasks[cell.task], model, tok, out)
+        row = None
+        for attempt in range(cfg.retries + 1):
+            t0 = time.perf_counter()
+            try:
+                result = finetune(ft_cfg, overwrite=True, task=loaded[cell.task], features_cache=features_cache)
+                row = _flatten(cell, result)
+                break
+            except PretuneError as e:  # a user-facing problem: retrying won't help
+                row = _failed(cell, str(e), t0)
+                break
+            except Exception as e:  # noqa: BLE001 - a crashed cell is reported, never dropped
+                row = _failed(cell, f"{type(e).__name__}: {e}", t0)
+                (cells_dir / f"{cell.key}.traceback.txt").write_text(traceback.format_exc())
+                print(f"  cell {cell.key} crashed (attempt {attempt + 1}): {row['error']}")
+        assert row is not None
+        _atomic_write_json(path, row)
+        rows.append(row)
+        score = row.get(_metric_name(cfg), float("nan"))
+        print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | {cell.budget_label} | "
+              f"seed {cell.seed}: {row['status']} {_metric_name(cfg)}={score:.3f} ({row['seconds']:.0f}s)",
+              flush=True)
+    phases.append(Phase("fine-tuning matrix", tokens=None, seconds=time.perf_counter() - t_ft, flops=None))
+
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        notes.append(f"{len(failed)} of {len(rows)} cells failed; they are listed in the report and results.csv")
+    notes.append(f"study wall time: {time.perf_counter() - t_study:.0f} s (this invocation)")
+    paths = write_report(
+        out, name=cfg.name, results=rows, metric=_metric_name(cfg), pretrain=pretrain_info,
+        probes=probes, contamination=contamination,
+        compute=[p.as_dict() for p in phases], config_yaml=dump_yaml(cfg), notes=notes,
+    )
+    print(f"report: {paths['html']}")
+    return out
+
+
+def _failed(cell: Cell, error: str, t0: float) -> dict[str, Any]:
+    return {
+        "task": cell.task, "start": cell.start, "strategy": cell.strategy,
+        "budget": cell.budget if cell.budget is not None else -1, "budget_label": cell.budget_label,
+        "seed": cell.seed, "status": "failed", "error": error.splitlines()[0][:300],
+        "seconds": round(time.perf_counter() - t0, 2), "train_examples": 0, "trainable_params": 0,
+    }
+
+
+def _metric_name(cfg: StudyConfig) -> str:
+    return "macro_f1" if cfg.finetune.metric == "auto" else cfg.finetune.metric
+
+
+__all__ = ["Cell", "PretrainConfig", "plan_cells", "run_study"]
