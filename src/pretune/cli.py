@@ -104,6 +104,46 @@ def study(*args: str, overwrite: bool = False) -> None:
     run(cfg, overwrite=overwrite)
 
 
+def pretrain_images(*args: str, resume: bool = False, overwrite: bool = False) -> None:
+    """Pre-train an image model (ResNet/ViT from transformers): supervised or SimCLR.
+
+    ARGS: an optional YAML file (its `pretrain:` section if it has one, e.g.
+    configs/vision-quickstart.yaml), then key=value overrides of ImagePretrainConfig, e.g.
+    `objective=simclr data.path=builtin:mnist-5k`. Output: runs/<name>/model (loads with
+    AutoModelForImageClassification).
+    """
+    from pretune.config import ImagePretrainConfig, load_config
+
+    path, overrides = _split_config(list(args))
+    cfg = load_config(ImagePretrainConfig, path, overrides, section="pretrain")
+    from pretune.vision import pretrain_images as run
+
+    res = run(cfg, overwrite=overwrite, resume=resume)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in res.metrics.items() if isinstance(v, float))
+    print(f"pre-trained {res.steps} steps / {res.images_seen:,} images in {res.seconds:.0f} s "
+          f"({shown}); model: {res.model_dir}")
+
+
+def finetune_images(*args: str, overwrite: bool = False) -> None:
+    """Fine-tune an image model (random init, a checkpoint dir or hf:<dir>) on labeled images.
+
+    ARGS: an optional YAML file (its `finetune:` section if it has one), then key=value
+    overrides of ImageFinetuneConfig, e.g. `data.budget=50 model.name=resnet-tiny` (scratch).
+    Output: runs/<name>/ (model dir, metrics.json).
+    """
+    from pretune.config import ImageFinetuneConfig, load_config
+
+    path, overrides = _split_config(list(args))
+    cfg = load_config(ImageFinetuneConfig, path, overrides, section="finetune")
+    from pretune.evaluate.metrics import format_table
+    from pretune.vision import finetune_images as run
+
+    res = run(cfg, overwrite=overwrite)
+    print(format_table(res.metrics))
+    print(f"{res.train_examples} training images, {res.steps} steps, {res.seconds:.0f} s; "
+          f"outputs in {res.out_dir}")
+
+
 def sweep(*args: str, overwrite: bool = False) -> None:
     """Search fine-tuning hyper-parameters (Optuna TPE/random/grid, optional k-fold CV).
 
@@ -147,7 +187,8 @@ def install_data(force: bool = False) -> None:
 
 
 COMMANDS: list[Callable[..., None]] = [
-    prepare, pretrain, finetune, evaluate, predict, study, sweep, install_data,
+    prepare, pretrain, finetune, evaluate, predict, study, sweep,
+    pretrain_images, finetune_images, install_data,
 ]
 
 

@@ -13,15 +13,46 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pretune.errors import PretuneError
 
 
 class Section(BaseModel):
-    """Base for all config sections: unknown keys are errors, instances are immutable."""
+    """Base for all config sections: unknown keys are errors, instances are immutable.
+
+    A section field whose default is a customised instance (``train: LoopConfig =
+    LoopConfig(max_steps=1000)``) keeps those values when the user sets only some keys of it
+    (``train.batch_size=8`` still trains 1000 steps).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_section_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            given, default = merged.get(name), field.default
+            if isinstance(given, dict) and isinstance(default, BaseModel):
+                merged[name] = _deep_merge(default.model_dump(exclude_unset=True), given)
+        return merged
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 # --------------------------------------------------------------------------- data preparation
@@ -352,6 +383,9 @@ class ImageAugmentConfig(Section):
     rotate: float = Field(0.0, ge=0, le=180)  # random rotation up to +-N degrees
     zoom: float = Field(0.0, ge=0, lt=1)  # random scale in [1 - zoom, 1 + zoom]
     noise: float = Field(0.0, ge=0)  # gaussian pixel noise std
+    # Half of a batch is resized down to U(1 - downsample, 1) x its size and back up: blur that
+    # makes features robust to low-resolution sources (8x8 digits beside 28x28 MNIST).
+    downsample: float = Field(0.0, ge=0, lt=1)
     mixup: float = Field(0.0, ge=0)  # Beta(a, a) mixup of images + labels (0 = off)
     cutmix: float = Field(0.0, ge=0)  # Beta(a, a) CutMix (0 = off; with mixup: one per batch)
 
@@ -465,9 +499,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] = ()) -> C:
-    """Load ``cls`` from an optional YAML file plus ``a.b=c`` overrides; validate once."""
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] = (),
+                section: str | None = None) -> C:
+    """Load ``cls`` from an optional YAML file plus ``a.b=c`` overrides; validate once.
+
+    ``section``: when the file holds several configs under top-level keys (e.g. ``pretrain:``
+    and ``finetune:``), use that key's mapping."""
     data = load_yaml(path) if path else {}
+    if section and isinstance(data.get(section), dict):
+        data = data[section]
     data = apply_overrides(data, list(overrides))
     where = str(path) if path else "command-line overrides"
     if path and overrides:

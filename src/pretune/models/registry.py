@@ -181,11 +181,15 @@ def _quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     old = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # the per-load "Loading weights" bar floods study logs
     try:
         yield
     finally:
         hf_logging.set_verbosity(old)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _has_safetensors(path: Path) -> bool:

@@ -73,6 +73,11 @@ def is_image_arch(name: str) -> bool:
     return name in IMAGE_ARCHS
 
 
+def is_image_model(model: nn.Module) -> bool:
+    """True for HF vision models (their configs have ``num_channels``), PEFT-wrapped or not."""
+    return hasattr(getattr(_unwrap(model), "config", None), "num_channels")
+
+
 def _labels_kwargs(labels: list[str]) -> dict[str, Any]:
     return {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
 
@@ -201,14 +206,17 @@ def load_image_model(spec: ModelConfig, labels: list[str], image_size: int, chan
         setattr(config, key, value)
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected here
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForImageClassification.from_pretrained(
             path, config=config, dtype=torch.float32, use_safetensors=True,
             ignore_mismatched_sizes=True, trust_remote_code=spec.trust_remote_code)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     if not reuse:
         reset_head(model)
     return model
@@ -242,11 +250,13 @@ def save_image_model(model: nn.Module, path: Path, image_size: int, channels: in
     from transformers.utils import logging as hf_logging
 
     path.mkdir(parents=True, exist_ok=True)
-    hf_logging.disable_progress_bar()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar per checkpoint
     try:
         model.save_pretrained(path, safe_serialization=True)
     finally:
-        hf_logging.enable_progress_bar()
+        if bars:
+            hf_logging.enable_progress_bar()
     image_processor(image_size, channels).save_pretrained(path)
     info = {"image_size": image_size, "channels": channels, **(extra or {})}
     (path / IMAGE_FILE).write_text(json.dumps(info, indent=2))
