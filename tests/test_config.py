@@ -90,3 +90,16 @@ def test_config_hash_is_stable_and_sensitive():
     assert config_hash(a, exclude={"progress"}) == config_hash(
         a.model_copy(update={"progress": False}), exclude={"progress"}
     )
+
+
+def test_partial_section_keeps_that_sections_custom_defaults(tmp_path):
+    # PretrainConfig.train defaults to LoopConfig(max_steps=1000, ...): setting one key keeps it
+    cfg = load_config(PretrainConfig, None, ["train.batch_size=8"])
+    assert (cfg.train.batch_size, cfg.train.max_steps, cfg.train.save_every) == (8, 1000, 500)
+    path = tmp_path / "f.yaml"
+    path.write_text("optim:\n  lr: 0.001\n")
+    ft = load_config(FinetuneConfig, path)
+    assert ft.optim.lr == 0.001 and ft.optim.betas == (0.9, 0.999)  # FinetuneConfig's own betas
+    # nested: the study's finetune section keeps FinetuneConfig's defaults too
+    st = load_config(StudyConfig, None, ["finetune.optim.lr=0.002"])
+    assert st.finetune.optim.betas == (0.9, 0.999) and st.finetune.train.epochs == 4

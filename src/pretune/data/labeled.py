@@ -1,0 +1,476 @@
+"""Labeled tasks: read files or builtins, infer the task type, map labels, make splits.
+
+The test split of a task depends only on the task config (files + ``split_seed``), never on
+the label budget or the run seed, so every cell of a study is scored on the same examples.
+The label budget is a stratified subsample of the training split drawn with the run seed.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import functools
+import gzip
+import io
+import json
+import lzma
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+
+from pretune.config import TaskConfig, config_hash
+from pretune.data.builtin import builtin_path, is_builtin
+from pretune.errors import PretuneError
+
+TaskType = Literal["single_label", "multi_label", "regression"]
+BUILTIN_TASKS = ("rotten-tomatoes", "wiki-topics")
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+_REGRESSION_MIN_DISTINCT = 20  # fewer distinct numeric values than this: treat as classes
+
+
+@dataclass
+class Split:
+    """One split: parallel lists. ``labels`` holds int ids (single-label), multi-hot float
+    lists (multi-label) or floats (regression)."""
+
+    texts: list[str]
+    labels: list[Any]
+    pairs: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: list[int] | np.ndarray) -> Split:
+        pairs = [self.pairs[i] for i in idx] if self.pairs is not None else None
+        return Split([self.texts[i] for i in idx], [self.labels[i] for i in idx], pairs)
+
+
+@dataclass
+class LabeledTask:
+    name: str
+    type: TaskType
+    labels: list[str]  # label names in id order; [] for regression
+    train: Split
+    val: Split
+    test: Split
+    majority_baseline: float  # accuracy (subset accuracy for multi-label) of the majority guess
+    fingerprint: str = ""
+    budget: int | None = None  # the label budget already applied to ``train`` (None = all)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.type == "regression" else len(self.labels)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open a (possibly .gz/.bz2/.xz/.zst compressed) text file as UTF-8."""
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline="")
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")
+    if suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if suffix == ".xz":
+        return lzma.open(path, "rb")
+    if suffix == ".zst":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # noqa: SIM115
+    return open(path, "rb")  # noqa: SIM115
+
+
+def detect_format(path: Path, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    name = path.name.lower()
+    for comp in _COMPRESSIONS:
+        name = name.removesuffix(comp)
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    if ext in ("csv", "tsv", "jsonl", "parquet"):
+        return ext
+    if ext in ("json", "ndjson"):
+        return "jsonl"
+    raise PretuneError(
+        f"{path}: cannot tell the format from the extension; use .csv/.tsv/.jsonl/.parquet "
+        "(optionally .gz/.bz2) or set task.format"
+    )
+
+
+def read_rows(path: str | Path, fmt: str = "auto") -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows (dicts) and column names of a csv/tsv/jsonl/parquet file."""
+    p = Path(path)
+    if not p.is_file():
+        raise PretuneError(f"labeled file {p} not found (check task.path / validation / test)")
+    fmt = detect_format(p, fmt)
+    try:
+        if fmt in ("csv", "tsv"):
+            csv.field_size_limit(1 << 30)  # long reviews/articles exceed the 128 KiB default
+            with open_text(p) as f:
+                reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
+                rows = list(reader)
+                cols = list(reader.fieldnames or [])
+        elif fmt == "jsonl":
+            rows = []
+            with open_text(p) as f:
+                for lineno, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            obj = json.loads(line)
+                        except json.JSONDecodeError:
+                            raise PretuneError(f"{p} line {lineno}: not valid JSON") from None
+                        if not isinstance(obj, dict):
+                            raise PretuneError(f"{p} line {lineno}: expected a JSON object")
+                        rows.append(obj)
+            cols = list(dict.fromkeys(k for r in rows for k in r))
+        else:
+            import pyarrow.parquet as pq
+
+            with _open_binary(p) as f:
+                table = pq.read_table(io.BytesIO(f.read()))
+            rows, cols = table.to_pylist(), list(table.column_names)
+    except UnicodeDecodeError as e:
+        raise PretuneError(f"{p}: not UTF-8 text (byte offset {e.start}); re-encode it as UTF-8") from None
+    if not rows:
+        raise PretuneError(f"{p} has no rows")
+    return rows, cols
+
+
+def _builtin_rows(name: str) -> tuple[list[dict[str, Any]], str, str]:
+    """Rows of a builtin task plus its (text_field, label_field)."""
+    path = builtin_path(name)
+    return _builtin_rows_cached(name, str(path), path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=4)  # decompressing the 14k-row bz2 CSV takes ~2 s on 2 cores
+def _builtin_rows_cached(name: str, path: str, _mtime: float) -> tuple[list[dict], str, str]:
+    if name == "rotten-tomatoes":
+        rows, _ = read_rows(path, "csv")
+        # The corpus also holds movie plots (category 'plot'): keep the reviews only.
+        rows = [r for r in rows if r["category"] in ("fresh", "rotten")]
+        return rows, "text", "category"
+    if name == "wiki-topics":
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        rows = [v for v in data.values() if v.get("topic") and v["topic"] != "Uncategorized"]
+        return rows, "extract", "topic"
+    raise PretuneError(
+        f"builtin:{name} is not a labeled task; choose one of: "
+        + ", ".join(f"builtin:{t}" for t in BUILTIN_TASKS)
+    )
+
+
+# --------------------------------------------------------------------------- raw -> arrays
+
+
+@dataclass
+class _Raw:
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[Any]  # raw label values (str / number / list)
+    source: str
+
+
+def _extract(rows: list[dict], cols: list[str], source: str, text_field: str,
+             pair_field: str | None, label_field: str | None) -> _Raw:
+    for fld, key in ((text_field, "text_field"), (pair_field, "text_pair_field"),
+                     (label_field, "label_field")):
+        if fld is not None and fld not in cols:
+            raise PretuneError(
+                f"{source} has no column '{fld}' (columns: {', '.join(map(str, cols))}); "
+                f"set task.{key}"
+            )
+    texts, pairs, labels, empty = [], [] if pair_field else None, [], 0
+    for row in rows:
+        text = row.get(text_field)
+        text = "" if text is None else str(text)
+        if not text.strip():
+            empty += 1
+            continue
+        texts.append(text)
+        if pairs is not None:
+            pairs.append("" if row.get(pair_field) is None else str(row[pair_field]))
+        labels.append(row.get(label_field) if label_field else None)
+    if not texts:
+        raise PretuneError(f"{source}: every row has an empty '{text_field}'; check task.text_field")
+    if empty:
+        warnings.warn(f"{source}: dropped {empty} rows with an empty '{text_field}'", stacklevel=3)
+    return _Raw(texts, pairs, labels, source)
+
+
+def _as_label_list(value: Any, sep: str) -> list[str]:
+    """A multi-label cell: a list, a JSON list string, or names joined by ``sep``."""
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    s = "" if value is None else str(value).strip()
+    if s.startswith("["):
+        try:
+            parsed = json.loads(s)
+            if isinstance(parsed, list):
+                return [str(v) for v in parsed]
+        except json.JSONDecodeError:
+            pass
+    return [part.strip() for part in s.split(sep) if part.strip()]
+
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int | float):
+        return True
+    try:
+        float(str(v))
+        return True
+    except ValueError:
+        return False
+
+
+def infer_type(values: list[Any], sep: str) -> TaskType:
+    """numeric with many distinct values -> regression; lists or ``sep`` -> multi-label."""
+    present = [v for v in values if v is not None and str(v) != ""]
+    numeric = bool(present) and all(_is_number(v) for v in present)
+    if numeric and len({float(v) for v in present}) >= _REGRESSION_MIN_DISTINCT:
+        return "regression"
+    if any(isinstance(v, list | tuple) for v in present):
+        return "multi_label"
+    if any(sep in str(v) or str(v).strip().startswith("[") for v in present):
+        return "multi_label"
+    return "single_label"
+
+
+def _label_name(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))  # 1.0 from parquet and "1" from csv are the same class
+    return str(v).strip()
+
+
+def _encode(raw: _Raw, kind: TaskType, names: list[str] | None, sep: str) -> list[Any]:
+    if kind == "regression":
+        out = []
+        for i, v in enumerate(raw.labels):
+            if not _is_number(v):
+                raise PretuneError(
+                    f"{raw.source} row {i + 1}: regression target {v!r} is not a number; "
+                    "fix the value or set task.type"
+                )
+            out.append(float(v))
+        return out
+    index = {n: i for i, n in enumerate(names or [])}
+    if kind == "multi_label":
+        out = []
+        for v in raw.labels:
+            hot = [0.0] * len(index)
+            for lab in _as_label_list(v, sep):
+                hot[index[lab]] = 1.0
+            out.append(hot)
+        return out
+    for i, v in enumerate(raw.labels):
+        if v is None or str(v).strip() == "":
+            raise PretuneError(f"{raw.source} row {i + 1}: empty label; fill it or drop the row")
+    return [index[_label_name(v)] for v in raw.labels]
+
+
+def _names_in(raw: _Raw, kind: TaskType, sep: str) -> set[str]:
+    if kind == "multi_label":
+        return {lab for v in raw.labels for lab in _as_label_list(v, sep)}
+    return {_label_name(v) for v in raw.labels if v is not None and str(v).strip() != ""}
+
+
+# --------------------------------------------------------------------------- splits & budget
+
+
+def _strata(labels: list[Any], kind: TaskType) -> list[Any] | None:
+    """Stratification key per example (None when it would not be valid)."""
+    if kind == "single_label":
+        keys = list(labels)
+    elif kind == "multi_label":
+        keys = ["".join("1" if x else "0" for x in hot) for hot in labels]
+    else:  # regression: quartile bins of the target
+        arr = np.asarray(labels, dtype=float)
+        keys = list(np.digitize(arr, np.quantile(arr, [0.25, 0.5, 0.75])))
+    counts = Counter(keys)
+    return keys if min(counts.values()) >= 2 and len(counts) > 1 else None
+
+
+def _split(split: Split, size: int | float, seed: int, kind: TaskType) -> tuple[Split, Split]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(split))
+    strata = _strata(split.labels, kind)
+    try:
+        keep, held = train_test_split(idx, test_size=size, random_state=seed, stratify=strata)
+    except ValueError:  # too few examples per class for the held-out size: plain random split
+        keep, held = train_test_split(idx, test_size=size, random_state=seed)
+    return split.subset(sorted(keep)), split.subset(sorted(held))
+
+
+def apply_budget(task: LabeledTask, budget: int | None, seed: int) -> LabeledTask:
+    """Stratified subsample of ``budget`` training examples, at least one per class."""
+    if budget is None:
+        return task
+    n = len(task.train)
+    if budget > n:
+        raise PretuneError(
+            f"task.budget={budget} is larger than the {n} training examples of {task.name}; "
+            "lower the budget or use 'all'"
+        )
+    if budget == n:
+        return replace(task, budget=budget)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    if task.type != "regression":
+        hot = _multi_hot(task)
+        if budget < hot.shape[1]:
+            raise PretuneError(
+                f"task.budget={budget} is smaller than the {hot.shape[1]} classes of {task.name}; "
+                "use at least one example per class"
+            )
+        # One random example per class first so no class is missing from a small budget.
+        for c in rng.permutation(hot.shape[1]):
+            if chosen and hot[chosen, c].sum() > 0:
+                continue  # already covered (multi-label rows cover several classes)
+            candidates = np.setdiff1d(np.flatnonzero(hot[:, c]), chosen)
+            if len(candidates):
+                chosen.append(int(rng.choice(candidates)))
+    remaining = budget - len(chosen)
+    if remaining > 0:
+        rest_idx = np.setdiff1d(np.arange(n), chosen)
+        if remaining >= len(rest_idx):
+            picked = rest_idx
+        else:
+            # Stratified draw of the rest; the split's "held" part is the sample we keep.
+            rest = Split([str(i) for i in rest_idx], [task.train.labels[i] for i in rest_idx])
+            _, held = _split(rest, remaining, seed, task.type)
+            picked = np.asarray([int(t) for t in held.texts])
+        chosen.extend(int(i) for i in picked)
+    return replace(task, train=task.train.subset(sorted(chosen)), budget=budget)
+
+
+def _multi_hot(task: LabeledTask) -> np.ndarray:
+    if task.type == "multi_label":
+        return np.asarray(task.train.labels, dtype=float).reshape(len(task.train), -1)
+    hot = np.zeros((len(task.train), len(task.labels)))
+    hot[np.arange(len(task.train)), task.train.labels] = 1
+    return hot
+
+
+def majority_baseline(task_type: TaskType, train: Split, test: Split) -> float:
+    """Accuracy on ``test`` of always predicting the most frequent training label (set)."""
+    if task_type == "regression" or not len(test):
+        return float("nan")
+    key = (lambda y: tuple(y)) if task_type == "multi_label" else (lambda y: y)
+    majority = Counter(key(y) for y in train.labels).most_common(1)[0][0]
+    return float(np.mean([key(y) == majority for y in test.labels]))
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def task_name(cfg: TaskConfig) -> str:
+    if is_builtin(cfg.path):
+        return cfg.path.removeprefix("builtin:")
+    name = Path(cfg.path).name
+    for comp in _COMPRESSIONS:
+        name = name.removesuffix(comp)
+    return name.rsplit(".", 1)[0]
+
+
+def task_fingerprint(cfg: TaskConfig) -> str:
+    """Hash of everything that decides the splits (not the budget): files' size/mtime too."""
+    stats = []
+    for p in (cfg.path, cfg.validation, cfg.test):
+        if p and not is_builtin(p) and Path(p).is_file():
+            st = Path(p).stat()
+            stats.append(f"{p}:{st.st_size}:{int(st.st_mtime)}")
+    base = config_hash(cfg, exclude={"budget", "max_length"})
+    return config_hash(TaskConfig(path="|".join([base, *stats])))
+
+
+def _read(cfg: TaskConfig, path: str) -> _Raw:
+    if is_builtin(path):
+        name = path.removeprefix("builtin:")
+        rows, text_f, label_f = _builtin_rows(name)
+        return _extract(rows, [text_f, label_f], path, text_f, None, label_f)
+    rows, cols = read_rows(path, cfg.format)
+    return _extract(rows, cols, path, cfg.text_field, cfg.text_pair_field, cfg.label_field)
+
+
+def load_task(cfg: TaskConfig, seed: int = 0) -> LabeledTask:
+    """Read, type, split and (if ``cfg.budget``) subsample a labeled task."""
+    raw_train = _read(cfg, cfg.path)
+    raw_val = _read(cfg, cfg.validation) if cfg.validation else None
+    raw_test = _read(cfg, cfg.test) if cfg.test else None
+    kind: TaskType = "single_label" if is_builtin(cfg.path) else (
+        infer_type(raw_train.labels, cfg.label_sep) if cfg.type == "auto" else cfg.type
+    )
+    names: list[str] = []
+    if kind != "regression":
+        names = sorted(_names_in(raw_train, kind, cfg.label_sep))
+        for other in (raw_val, raw_test):
+            if other is not None:
+                unseen = sorted(_names_in(other, kind, cfg.label_sep) - set(names))
+                if unseen:
+                    raise PretuneError(
+                        f"{other.source} has labels never seen in training ({cfg.path}): "
+                        f"{', '.join(unseen[:10])}; add training examples or drop those rows"
+                    )
+        if kind == "single_label" and len(names) < 2:
+            raise PretuneError(
+                f"{cfg.path}: the training labels have a single class ({', '.join(names) or 'none'}); "
+                "a classifier needs at least two (check task.label_field)"
+            )
+    full = Split(raw_train.texts, _encode(raw_train, kind, names, cfg.label_sep), raw_train.pairs)
+
+    def to_split(raw: _Raw) -> Split:
+        return Split(raw.texts, _encode(raw, kind, names, cfg.label_sep), raw.pairs)
+
+    if raw_test is not None:
+        train, test = full, to_split(raw_test)
+    else:
+        size: int | float = cfg.test_size or cfg.test_fraction
+        if isinstance(size, int) and size >= len(full):
+            raise PretuneError(f"task.test_size={size} leaves no training data ({len(full)} rows)")
+        train, test = _split(full, size, cfg.split_seed, kind)
+    if raw_val is not None:
+        val = to_split(raw_val)
+    elif cfg.val_fraction > 0:
+        train, val = _split(train, cfg.val_fraction, cfg.split_seed + 1, kind)
+    else:
+        val = Split([], [], [] if train.pairs is not None else None)
+    task = LabeledTask(
+        name=task_name(cfg), type=kind, labels=names, train=train, val=val, test=test,
+        majority_baseline=majority_baseline(kind, train, test), fingerprint=task_fingerprint(cfg),
+    )
+    return apply_budget(task, cfg.budget, seed)
+
+
+def read_split(path: str, cfg: TaskConfig, task_type: TaskType, labels: list[str]) -> Split:
+    """All rows of one labeled file (or a builtin task's test split), encoded with a FIXED
+    label list (a trained model's): labels outside it are an error naming them."""
+    if is_builtin(path):
+        task = load_task(cfg.model_copy(update={"path": path, "budget": None}))
+        if task.type != task_type or task.labels != labels:
+            raise PretuneError(
+                f"{path} has labels {task.labels} but the model predicts {labels}; "
+                "evaluate it on the task it was trained for"
+            )
+        return task.test
+    raw = _read(cfg, path)
+    if task_type != "regression":
+        unseen = sorted(_names_in(raw, task_type, cfg.label_sep) - set(labels))
+        if unseen:
+            raise PretuneError(
+                f"{path} has labels the model was not trained on: {', '.join(unseen[:10])} "
+                f"(model labels: {', '.join(labels[:20])})"
+            )
+    return Split(raw.texts, _encode(raw, task_type, labels, cfg.label_sep), raw.pairs)

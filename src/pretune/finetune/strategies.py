@@ -1,0 +1,253 @@
+"""Fine-tuning strategies, model-agnostic through ``Backbone`` (embeddings, layers, head).
+
+``apply_strategy`` freezes/unfreezes parameters, builds optimizer parameter groups (per-layer
+learning rates for LLRD, no weight decay on biases and norms), wraps the model for LoRA and
+returns a ``StrategyPlan``. The ``prompt`` strategy lives in ``prompt.py``; the scikit-learn
+linear probe (features extracted once, no training loop) is ``fit_sklearn_probe`` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pretune.config import OptimConfig, StrategyConfig
+from pretune.errors import PretuneError
+
+
+@dataclass
+class StrategyPlan:
+    model: nn.Module  # possibly wrapped (LoRA: a peft model)
+    param_groups: list[dict[str, Any]]  # for the optimizer: params, lr, weight_decay, name
+    on_epoch_start: Callable[[int, nn.Module], None] | None  # fit's hook: (epoch, model)
+    trainable_params: int  # parameters updated at some point of the run
+    sklearn: bool = False  # linear probe fitted with scikit-learn: no loop at all
+    name: str = "full"
+
+
+def _params(groups: Any) -> list[nn.Parameter]:
+    """Parameters of a module, a list of modules, or a list of parameters (deduplicated)."""
+    items = groups if isinstance(groups, list | tuple) else [groups]
+    out: dict[int, nn.Parameter] = {}
+    for item in items:
+        if isinstance(item, nn.Parameter):
+            out[id(item)] = item
+        elif isinstance(item, nn.Module):
+            for p in item.parameters():
+                out[id(p)] = p
+    return list(out.values())
+
+
+def _no_decay(model: nn.Module) -> set[int]:
+    """Ids of biases and normalisation weights: weight decay would only shrink them to 0."""
+    ids: set[int] = set()
+    for module in model.modules():
+        is_norm = isinstance(module, nn.LayerNorm | nn.GroupNorm | nn.BatchNorm1d | nn.BatchNorm2d)
+        is_norm = is_norm or "norm" in type(module).__name__.lower()
+        for pname, p in module.named_parameters(recurse=False):
+            if is_norm or pname.endswith("bias") or p.ndim < 2:
+                ids.add(id(p))
+    return ids
+
+
+def _groups(model: nn.Module, named: list[tuple[str, list[nn.Parameter], float]],
+            optim: OptimConfig) -> list[dict[str, Any]]:
+    """Split each (name, params, lr) into decay / no-decay optimizer groups."""
+    skip = _no_decay(model)
+    out = []
+    for name, params, lr in named:
+        for tag, wd, sel in (("", optim.weight_decay, False), ("/no_decay", 0.0, True)):
+            chosen = [p for p in params if (id(p) in skip) == sel]
+            if chosen:
+                out.append({"params": chosen, "lr": lr, "weight_decay": wd, "name": name + tag})
+    return out
+
+
+def _set_trainable(params: Iterable[nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Parameter groups bottom -> top: embeddings, each layer, head. Parameters the backbone
+    does not place (e.g. a pooler outside head()) join the head group so nothing is lost."""
+    from pretune.models.backbone import Backbone
+
+    groups = [_params(g) for g in Backbone(model).layer_groups()]
+    placed = {id(p) for g in groups for p in g}
+    groups[-1] += [p for p in model.parameters() if id(p) not in placed]
+    return groups
+
+
+def _head_module_names(model: nn.Module) -> list[str]:
+    from pretune.models.backbone import Backbone
+
+    head = Backbone(model).head()
+    heads = head if isinstance(head, list | tuple) else [head]
+    names = [n for n, m in model.named_modules() if any(m is h for h in heads) and n]
+    if not names:
+        raise PretuneError(f"{type(model).__name__}: cannot locate the task head for LoRA")
+    return names
+
+
+def apply_strategy(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig) -> StrategyPlan:
+    """Prepare ``model`` for ``cfg.name``; returns optimizer groups and an epoch hook."""
+    name = cfg.name
+    if name == "prompt":
+        raise PretuneError("strategy 'prompt' is run by pretune.finetune.prompt, not apply_strategy")
+    if name == "lora":
+        return _lora(model, cfg, optim)
+    groups = layer_groups(model)  # [embeddings, layer_0 .. layer_{L-1}, head]
+    head, body = groups[-1], groups[:-1]
+    lr = optim.lr
+    hook = None
+    if name == "full":
+        _set_trainable(model.parameters(), True)
+        named = [("all", [p for g in groups for p in g], lr)]
+    elif name == "linear-probe":
+        _set_trainable(model.parameters(), False)
+        _set_trainable(head, True)
+        named = [("head", head, lr)]
+        if cfg.sklearn:
+            return StrategyPlan(model, [], None, 0, sklearn=True, name=name)
+    elif name == "partial":
+        _set_trainable(model.parameters(), False)
+        layers = body[1:]  # transformer layers, bottom -> top (embeddings stay frozen)
+        top = layers[len(layers) - min(cfg.top_k, len(layers)) :] if cfg.top_k else []
+        chosen = [p for g in top for p in g] + head
+        _set_trainable(chosen, True)
+        named = [("top_layers+head", chosen, lr)]
+    elif name == "llrd":
+        _set_trainable(model.parameters(), True)
+        # Head at the base lr; layer at depth d from the top (top layer d=1) gets lr * decay^d;
+        # embeddings are the deepest group.
+        named = [("head", head, lr)]
+        for depth, g in enumerate(reversed(body), start=1):
+            named.append((f"depth{depth}", g, lr * cfg.llrd_decay**depth))
+    elif name == "gradual":
+        # ULMFiT: epoch 0 trains the head only; each later epoch unfreezes one more group
+        # from the top. All groups are in the optimizer from the start; frozen ones get no
+        # gradient, so the optimizer skips them.
+        order = [head, *reversed(body)]  # top -> bottom
+
+        def hook(epoch: int, _model: nn.Module | None = None) -> None:
+            for i, g in enumerate(order):
+                _set_trainable(g, i <= epoch)
+
+        hook(0)
+        named = [("all", [p for g in groups for p in g], lr)]
+    else:  # pragma: no cover - Literal in the config forbids it
+        raise PretuneError(f"unknown strategy '{name}'")
+    trainable = sum(p.numel() for _, ps, _ in named for p in ps)
+    trainable_named = [(n, [p for p in ps if p.requires_grad or name == "gradual"], r)
+                       for n, ps, r in named]
+    return StrategyPlan(model, _groups(model, trainable_named, optim), hook, trainable, name=name)
+
+
+def _lora(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig) -> StrategyPlan:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    from pretune.models.backbone import Backbone
+
+    targets = cfg.lora_targets or list(Backbone(model).lora_targets())
+    heads = _head_module_names(model)
+    lcfg = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout, target_modules=targets,
+        # The freshly initialised task head must train and be saved with the adapter.
+        modules_to_save=heads,
+    )
+    try:
+        peft_model = get_peft_model(model, lcfg)
+    except ValueError as e:
+        raise PretuneError(
+            f"LoRA: target modules {targets} not found in {type(model).__name__} ({e}); "
+            "set strategy.lora_targets"
+        ) from None
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    return StrategyPlan(peft_model, _groups(peft_model, [("lora+head", params, optim.lr)], optim),
+                        None, sum(p.numel() for p in params), name="lora")
+
+
+def export_model(model: nn.Module) -> nn.Module:
+    """A plain transformers model to save: LoRA weights merged, the trained head kept."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+# --------------------------------------------------------------------------- sklearn probe
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, enc: Any, batch_size: int = 64,
+                     device: str | torch.device = "cpu", pooling: str = "mean") -> np.ndarray:
+    """Pooled backbone features (N, H) in input order, computed without gradients."""
+    from pretune.finetune.batches import sorted_batches
+    from pretune.models.backbone import Backbone
+
+    bb = Backbone(model)
+    model.eval()
+    feats = np.zeros((len(enc), bb.hidden_size), dtype=np.float32)
+    for idx, batch in sorted_batches(enc, batch_size):
+        h = bb.encode(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                      pooling=pooling)  # (B, H)
+        feats[idx] = h.float().cpu().numpy()
+    return feats
+
+
+def fit_sklearn_probe(x_train: np.ndarray, y_train: list, x_val: np.ndarray, y_val: list,
+                      task_type: str, labels: list[str], seed: int = 0) -> Any:
+    """Standardise + LogisticRegression (Ridge for regression); C / alpha picked on val."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pretune.evaluate.metrics import default_metric, task_metrics
+
+    def make(c: float) -> Any:
+        if task_type == "regression":
+            est: Any = Ridge(alpha=1.0 / c)
+        else:
+            est = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+            if task_type == "multi_label":
+                est = OneVsRestClassifier(est)
+        return make_pipeline(StandardScaler(), est)
+
+    y = np.asarray(y_train)
+    grid = [0.01, 0.1, 1.0] if len(y_val) else [0.1]
+    best, best_score = None, -np.inf
+    metric = default_metric(task_type)
+    for c in grid:
+        est = make(c).fit(x_train, y)
+        if len(grid) == 1:
+            return est
+        outputs = probe_outputs(est, x_val, task_type, len(labels))
+        score = task_metrics(task_type, y_val, outputs, labels)
+        if score[metric] > best_score:
+            best, best_score = est, score[metric]
+    return best
+
+
+def probe_outputs(est: Any, x: np.ndarray, task_type: str, num_labels: int) -> np.ndarray:
+    """Probabilities (N, C) aligned with label ids, or regression values (N,)."""
+    if task_type == "regression":
+        return est.predict(x)
+    probs = est.predict_proba(x)
+    if task_type == "single_label":
+        # Classes absent from a tiny training set are missing columns: put them back as 0.
+        classes = est.classes_
+        full = np.zeros((len(x), num_labels))
+        full[:, classes] = probs
+        return full
+    return probs
