@@ -121,7 +121,7 @@ def _cell_config(cfg: StudyConfig, cell: Cell, task: TaskConfig, model: ModelCon
     })
 
 
-def _flatten(cell: Cell, result: Any) -> dict[str, Any]:
+def _flatten(cell: Cell, result: Any, labels: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "task": cell.task, "start": cell.start, "strategy": cell.strategy,
         "budget": result.train_examples if cell.budget is None else cell.budget,
@@ -130,8 +130,11 @@ def _flatten(cell: Cell, result: Any) -> dict[str, Any]:
         "trainable_params": result.trainable_params,
     }
     for k, v in result.metrics.items():
-        if isinstance(v, int | float | str) or k in ("confusion", "labels"):
+        if isinstance(v, int | float | str):
             row[k] = v
+    if "confusion_matrix" in result.metrics:  # the report draws the best run's matrix per start
+        row["confusion"] = result.metrics["confusion_matrix"]
+        row["labels"] = labels
     return row
 
 
@@ -183,7 +186,7 @@ def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
             t0 = time.perf_counter()
             try:
                 result = finetune(ft_cfg, overwrite=True, task=loaded[cell.task], features_cache=features_cache)
-                row = _flatten(cell, result)
+                row = _flatten(cell, result, loaded[cell.task].labels)
                 break
             except PretuneError as e:  # a user-facing problem: retrying won't help
                 row = _failed(cell, str(e), t0)
