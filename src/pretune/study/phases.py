@@ -128,7 +128,11 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
                 continue
             ft = FinetuneConfig(
                 name=f"probe-{tname}-{step}", output_dir=str(out / "probes"),
-                model=cfg.pretrain.model.model_copy(update={"name": model_name}), tokenizer=tok,
+                # step 0 is the random-init architecture (overrides apply); checkpoints carry
+                # their own shape
+                model=cfg.pretrain.model.model_copy(
+                    update={"name": model_name} if step == 0 else {"name": model_name, "overrides": {}}),
+                tokenizer=tok,
                 task=task_cfg.model_copy(update={"budget": probe_budget(cfg)}), strategy=probe,
                 train=cfg.finetune.train.model_copy(update={"seed": 0, "progress": False, "tensorboard": False}),
                 save_model=False,

@@ -1,0 +1,94 @@
+"""End to end: a tiny study from raw corpus to report, then a rerun that skips finished cells."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from pretune.config import StudyConfig, load_config
+from pretune.errors import PretuneError
+from pretune.study.runner import plan_cells, run_study
+
+TINY = """
+name: tiny
+prepare:
+  max_docs: 120
+  tokenizer: {vocab_size: 600}
+pretrain:
+  model: {name: bert-tiny, overrides: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}}
+  seq_len: 32
+  train: {max_steps: 6, batch_size: 8, save_every: 3, eval_every: 3, progress: false, tensorboard: false}
+tasks:
+  - {path: "builtin:rotten-tomatoes", test_size: 60, val_fraction: 0.05}
+starts: [scratch, pretrained]
+strategies:
+  - {name: linear-probe, sklearn: true}
+  - {name: full}
+  - {name: prompt}
+budgets: [16, 32]
+seeds: [0, 1]
+finetune:
+  train: {epochs: 1, batch_size: 8}
+  task: {max_length: 32}
+"""
+
+
+@pytest.fixture
+def study_cfg(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's relative output dirs land in tmp_path
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return load_config(StudyConfig, path, [f"output_dir={tmp_path / 'runs'}",
+                                           f"prepare.output_dir={tmp_path / 'data'}"])
+
+
+def test_plan_runs_zero_shot_once_per_start(study_cfg):
+    cells = plan_cells(study_cfg)
+    # 2 starts x (2 trained strategies x 2 budgets x 2 seeds + 1 zero-shot)
+    assert len(cells) == 2 * (2 * 2 * 2 + 1)
+    assert len({c.key for c in cells}) == len(cells)
+    zero = [c for c in cells if c.budget_label == "zero-shot"]
+    assert {c.start for c in zero} == {"scratch", "pretrained"} and len(zero) == 2
+
+
+def test_tiny_study_end_to_end_and_rerun_skips(study_cfg, capsys):
+    out = run_study(study_cfg)
+    for name in ("report.html", "report.md", "results.csv", "summary.csv", "study.yaml", "probes.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == len(plan_cells(study_cfg))
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows if r["status"] != "ok"]
+    # the paired design: at each budget and seed, both starts trained on the same subsample
+    assert {r["train_examples"] for r in rows if r["budget_label"] == "16"} == {"16"}
+    probes = json.loads((out / "probes.json").read_text())
+    assert sorted(p["step"] for p in probes) == [0, 3, 6]
+    assert (out / "pretrain" / "final" / "config.json").is_file()
+    html = (out / "report.html").read_text()
+    assert "Verdict" in html and "Contamination" in html and "Compute" in html
+    capsys.readouterr()
+
+    # rerun: every cell is reused, nothing trains again, the report is rewritten
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    run_study(study_cfg)
+    printed = capsys.readouterr().out
+    assert "[1/" not in printed  # no cell ran
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    assert before == after
+
+
+def test_failed_cell_is_reported_then_retried(study_cfg):
+    cfg = study_cfg.model_copy(update={"starts": ["hf:/nonexistent/model"], "probes": False,
+                                       "strategies": study_cfg.strategies[:1], "budgets": [16],
+                                       "seeds": [0], "pretrain": None})
+    out = run_study(cfg)
+    (row,) = list(csv.DictReader((out / "results.csv").open()))
+    assert row["status"] == "failed" and "nonexistent" in row["error"]
+    assert "Failed" in (out / "report.html").read_text()
+
+
+def test_scratch_needs_a_pretrain_section(study_cfg):
+    cfg = study_cfg.model_copy(update={"pretrain": None, "probes": False})
+    with pytest.raises(PretuneError, match="needs a `pretrain:` section"):
+        run_study(cfg)
