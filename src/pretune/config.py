@@ -273,6 +273,10 @@ class StudyConfig(Section):
     budgets: list[int | Literal["all"]] = Field(default_factory=lambda: [128, "all"])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     finetune: FinetuneConfig = FinetuneConfig()  # defaults for every cell (model/task replaced)
+    # Cells to skip: each entry matches on the keys it names (task, start, strategy, budget),
+    # e.g. {start: builtin:minilm, strategy: full} keeps the matrix affordable on a CPU.
+    exclude: list[dict[Literal["task", "start", "strategy", "budget"], str | int]] = Field(
+        default_factory=list)
     probes: bool = True  # linear probe on intermediate pre-training checkpoints
     contamination_ngram: int = Field(13, ge=3)
     retries: int = Field(1, ge=0)  # retries of a crashed cell before it is reported failed

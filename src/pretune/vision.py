@@ -24,6 +24,7 @@ from pretune.config import ImageFinetuneConfig, ImagePretrainConfig, OptimConfig
 from pretune.data.images import ImageBatches, ImageSet, ImageTask, load_image_task, normalize
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import classification_metrics, format_table, metric_mode
+from pretune.finetune.run import FinetuneResult
 from pretune.finetune.strategies import StrategyPlan
 from pretune.models.vision import (
     ImageBackbone,
@@ -45,15 +46,8 @@ class ImagePretrainResult:
     images_seen: int
 
 
-@dataclass
-class ImageFinetuneResult:
-    metrics: dict[str, Any]  # test split
-    val_metrics: dict[str, Any]
-    out_dir: Path
-    seconds: float
-    train_examples: int
-    trainable_params: int
-    steps: int
+# Same fields as text fine-tuning (so a study can treat both alike): one result type.
+ImageFinetuneResult = FinetuneResult
 
 
 def _out_dir(output_dir: str, name: str, overwrite: bool, resume: bool = False) -> Path:

@@ -53,6 +53,15 @@ def test_plan_runs_zero_shot_once_per_start(study_cfg):
     assert {c.start for c in zero} == {"scratch", "pretrained"} and len(zero) == 2
 
 
+def test_exclude_rules_match_on_the_keys_they_name(study_cfg):
+    cfg = study_cfg.model_copy(update={"exclude": [{"start": "scratch", "strategy": "prompt"},
+                                                   {"strategy": "full", "budget": 32}]})
+    cells = plan_cells(cfg)
+    assert not any(c.start == "scratch" and c.strategy == "prompt" for c in cells)
+    assert not any(c.strategy == "full" and c.budget_label == "32" for c in cells)
+    assert len(cells) == len(plan_cells(study_cfg)) - 1 - 2 * 2
+
+
 def test_tiny_study_end_to_end_and_rerun_skips(study_cfg, capsys):
     out = run_study(study_cfg)
     for name in ("report.html", "report.md", "results.csv", "summary.csv", "study.yaml", "probes.json"):

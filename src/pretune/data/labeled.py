@@ -7,13 +7,10 @@ The label budget is a stratified subsample of the training split drawn with the 
 
 from __future__ import annotations
 
-import bz2
 import csv
 import functools
-import gzip
 import io
 import json
-import lzma
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -24,6 +21,7 @@ import numpy as np
 
 from pretune.config import TaskConfig, config_hash
 from pretune.data.builtin import builtin_path, is_builtin
+from pretune.data.sources import open_binary
 from pretune.errors import PretuneError
 
 TaskType = Literal["single_label", "multi_label", "regression"]
@@ -71,23 +69,9 @@ class LabeledTask:
 
 
 def open_text(path: Path) -> IO[str]:
-    """Open a (possibly .gz/.bz2/.xz/.zst compressed) text file as UTF-8."""
-    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline="")
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    suffix = path.suffix.lower()
-    if suffix == ".gz":
-        return gzip.open(path, "rb")
-    if suffix == ".bz2":
-        return bz2.open(path, "rb")
-    if suffix == ".xz":
-        return lzma.open(path, "rb")
-    if suffix == ".zst":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # noqa: SIM115
-    return open(path, "rb")  # noqa: SIM115
+    """Open a (possibly compressed) labeled file as strict UTF-8: a label file with bad bytes
+    is an error to fix, not something to guess around (corpora use replacement instead)."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
 
 
 def detect_format(path: Path, fmt: str = "auto") -> str:
@@ -136,7 +120,7 @@ def read_rows(path: str | Path, fmt: str = "auto") -> tuple[list[dict[str, Any]]
         else:
             import pyarrow.parquet as pq
 
-            with _open_binary(p) as f:
+            with open_binary(p) as f:
                 table = pq.read_table(io.BytesIO(f.read()))
             rows, cols = table.to_pylist(), list(table.column_names)
     except UnicodeDecodeError as e:

@@ -94,13 +94,17 @@ class SourceStats:
 # --------------------------------------------------------------------------- opening streams
 
 
-def _binary_stream(path: Path) -> IO[bytes]:
-    """Open ``path`` for reading bytes, transparently decompressing .gz/.bz2/.zst."""
+def open_binary(path: Path) -> IO[bytes]:
+    """Open ``path`` for reading bytes, transparently decompressing .gz/.bz2/.xz/.zst."""
     suffix = path.suffix.lower()
     if suffix == ".gz":
         return gzip.open(path, "rb")
     if suffix == ".bz2":
         return bz2.open(path, "rb")
+    if suffix == ".xz":
+        import lzma
+
+        return lzma.open(path, "rb")
     if suffix == ".zst":
         import zstandard
 
@@ -130,7 +134,7 @@ def open_text(path: str | Path, newline: str | None = None) -> TextIO:
         member = zf.open(members[0])
         zf.close()  # the member stream keeps the archive's file open until it is closed itself
         return _text(member, newline)
-    return _text(_binary_stream(p), newline)
+    return _text(open_binary(p), newline)
 
 
 def detect_format(name: str, fmt: str = "auto") -> str | None:
@@ -262,7 +266,7 @@ def _read_file(path: Path, src: SourceConfig, stats: SourceStats, in_dir: bool) 
             return
         fmt = "txt"
     yield from _read_tracked(
-        _read_one(lambda nl: _text(_binary_stream(path), nl), path, name, fmt, src), name, stats
+        _read_one(lambda nl: _text(open_binary(path), nl), path, name, fmt, src), name, stats
     )
 
 

@@ -66,8 +66,19 @@ def task_label(t: TaskConfig) -> str:
     return Path(t.path.removeprefix("builtin:")).stem.split(".")[0]
 
 
+def _excluded(cfg: StudyConfig, cell: Cell) -> bool:
+    fields = {"task": cell.task, "start": cell.start, "strategy": cell.strategy,
+              "budget": cell.budget_label}
+    return any(all(str(v) == fields[k] for k, v in rule.items()) for rule in cfg.exclude)
+
+
 def plan_cells(cfg: StudyConfig) -> list[Cell]:
-    """The matrix. Zero-shot prompting trains nothing, so it runs once per task and start."""
+    """The matrix, less ``exclude``d cells. Zero-shot prompting trains nothing, so it runs once
+    per task and start."""
+    return [c for c in _all_cells(cfg) if not _excluded(cfg, c)]
+
+
+def _all_cells(cfg: StudyConfig) -> list[Cell]:
     cells: list[Cell] = []
     for task in cfg.tasks:
         tname = task_label(task)

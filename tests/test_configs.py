@@ -1,0 +1,31 @@
+"""Every shipped YAML recipe validates against its config class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pretune.config import ImageFinetuneConfig, ImagePretrainConfig, StudyConfig, load_config
+from pretune.study.runner import plan_cells
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "gpu-sst2.yaml"])
+def test_study_configs_validate_and_plan(name):
+    cfg = load_config(StudyConfig, CONFIGS / name)
+    cells = plan_cells(cfg)
+    assert cells and len({c.key for c in cells}) == len(cells)
+    assert {c.start for c in cells} == set(cfg.starts)
+
+
+def test_vision_quickstart_sections_validate():
+    path = CONFIGS / "vision-quickstart.yaml"
+    assert load_config(ImagePretrainConfig, path, section="pretrain").data.path == "builtin:mnist-5k"
+    assert load_config(ImageFinetuneConfig, path, section="finetune").data.path == "builtin:digits"
+
+
+def test_every_shipped_yaml_is_covered():
+    assert {p.name for p in CONFIGS.glob("*.yaml")} == {
+        "quickstart.yaml", "gpu-sst2.yaml", "vision-quickstart.yaml"}
