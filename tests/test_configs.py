@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from pretune.config import ImageFinetuneConfig, ImagePretrainConfig, StudyConfig, load_config
+from pretune.config import (
+    ImageFinetuneConfig,
+    ImagePretrainConfig,
+    StudyConfig,
+    SweepConfig,
+    load_config,
+)
 from pretune.study.runner import plan_cells
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -26,6 +32,11 @@ def test_vision_quickstart_sections_validate():
     assert load_config(ImageFinetuneConfig, path, section="finetune").data.path == "builtin:digits"
 
 
+def test_sweep_config_validates():
+    cfg = load_config(SweepConfig, CONFIGS / "sweep-rt.yaml")
+    assert set(cfg.space) == {"optim.lr", "strategy.name"} and cfg.sampler == "grid"
+
+
 def test_every_shipped_yaml_is_covered():
     assert {p.name for p in CONFIGS.glob("*.yaml")} == {
-        "quickstart.yaml", "gpu-sst2.yaml", "vision-quickstart.yaml"}
+        "quickstart.yaml", "gpu-sst2.yaml", "vision-quickstart.yaml", "sweep-rt.yaml"}

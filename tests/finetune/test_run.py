@@ -121,3 +121,21 @@ def test_gpt_start_and_dropout_override(make_cfg, tiny_gpt, bpe_dir):
     model = AutoModelForSequenceClassification.from_pretrained(res.out_dir / "model")
     assert model.config.resid_pdrop == pytest.approx(0.3) and model.config.pad_token_id is not None
     assert torch.isfinite(torch.tensor(res.metrics["accuracy"]))
+
+
+def test_on_evaluate_sees_every_validation_and_can_stop_training(make_cfg):
+    cfg = make_cfg(save_model=False).model_copy(update={"train": make_cfg().train.model_copy(
+        update={"epochs": 2})})
+    seen: list[tuple[int, float]] = []
+    res = finetune(cfg, on_evaluate=lambda i, m: seen.append((i, m["macro_f1"])))
+    assert [i for i, _ in seen] == [0, 1] and res.stopped_reason in ("epochs", "")
+    assert all(0.0 <= f <= 1.0 for _, f in seen)
+
+    class Prune(Exception):
+        pass
+
+    def prune(i: int, metrics: dict) -> None:
+        raise Prune(i)
+
+    with pytest.raises(Prune):  # a sweep's pruner raises from the hook; nothing swallows it
+        finetune(cfg, overwrite=True, on_evaluate=prune)

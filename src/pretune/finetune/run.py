@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class FinetuneResult:
     train_examples: int
     trainable_params: int
     steps: int
+    stopped_reason: str = ""  # from the loop: "interrupted" when SIGINT/SIGTERM cut training short
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,6 +118,19 @@ def _evaluator(task: LabeledTask, tokenizer: Any, max_length: int, batch_size: i
     return evaluate
 
 
+def _observed(evaluate: Callable[[nn.Module], dict[str, float]],
+              hook: Callable[[int, dict[str, float]], None]) -> Callable[[nn.Module], dict[str, float]]:
+    """Wrap the validation function so ``hook(i, metrics)`` sees every evaluation."""
+    count = iter(range(1 << 62))
+
+    def evaluate_and_report(model: nn.Module) -> dict[str, float]:
+        metrics = evaluate(model)
+        hook(next(count), metrics)
+        return metrics
+
+    return evaluate_and_report
+
+
 def _start_key(cfg: FinetuneConfig) -> str:
     """Identity of the feature extractor for the shared feature cache."""
     from pretune.models.registry import resolve_start
@@ -161,13 +176,18 @@ def _load(cfg: FinetuneConfig, task: LabeledTask, kind: str) -> tuple[nn.Module,
 
 
 def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: LabeledTask | None = None,
-             features_cache: dict | None = None) -> FinetuneResult:
-    """Fine-tune ``cfg.model`` on ``cfg.task`` with ``cfg.strategy``; evaluate on the test split."""
+             features_cache: dict | None = None,
+             on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
+    """Fine-tune ``cfg.model`` on ``cfg.task`` with ``cfg.strategy``; evaluate on the test split.
+
+    ``on_evaluate(i, val_metrics)`` is called after the i-th (0-based) validation of the
+    training loop; it may raise (a sweep raises ``optuna.TrialPruned`` to prune)."""
     t0 = time.perf_counter()
     out = _prepare_out(cfg, overwrite)
     task = prepare_task(cfg, task)
     device = resolve_device(cfg.train.device)
     metric = selection_metric(cfg, task.type)
+    status: dict[str, str] = {}  # the loop's stop reason
     name = cfg.strategy.name
     if name == "prompt":
         from pretune.finetune.prompt import run_prompt
@@ -176,12 +196,14 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: LabeledTask 
     elif name == "linear-probe" and cfg.strategy.sklearn:
         test_out, val_out, trainable, steps, saver = _run_sklearn(cfg, task, device, features_cache)
     else:
-        test_out, val_out, trainable, steps, saver = _run_loop(cfg, task, out, device, metric)
+        test_out, val_out, trainable, steps, saver = _run_loop(cfg, task, out, device, metric,
+                                                               on_evaluate, status)
     test_m = task_metrics(task.type, task.test.labels, test_out, task.labels)
     val_m = (task_metrics(task.type, task.val.labels, val_out, task.labels)
              if len(task.val) else {})
     seconds = time.perf_counter() - t0
-    result = FinetuneResult(test_m, val_m, out, seconds, len(task.train), trainable, steps)
+    result = FinetuneResult(test_m, val_m, out, seconds, len(task.train), trainable, steps,
+                            status.get("stopped_reason", ""))
     if cfg.save_model and saver is not None:
         saver(out / "model", test_m)
     _write_metrics(cfg, task, result, metric)
@@ -221,7 +243,8 @@ def _run_sklearn(cfg: FinetuneConfig, task: LabeledTask, device: torch.device,
 
 
 def _run_loop(cfg: FinetuneConfig, task: LabeledTask, out: Path, device: torch.device,
-              metric: str) -> tuple:
+              metric: str, on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+              status: dict[str, str] | None = None) -> tuple:
     from pretune.finetune.strategies import apply_strategy, export_model
     from pretune.train.loop import fit
 
@@ -236,6 +259,8 @@ def _run_loop(cfg: FinetuneConfig, task: LabeledTask, out: Path, device: torch.d
     )
     evaluate = _evaluator(task, tokenizer, cfg.task.max_length, max(cfg.train.batch_size, 64),
                           device)
+    if evaluate is not None and on_evaluate is not None:
+        evaluate = _observed(evaluate, on_evaluate)
     # Without TensorBoard/periodic saves nothing in out/train is needed: skip the loop's final
     # checkpoint write (model + optimizer, ~270 MB for MiniLM) in every study cell.
     train_dir = out / "train" if (cfg.train.tensorboard or cfg.train.save_every) else None
@@ -245,6 +270,8 @@ def _run_loop(cfg: FinetuneConfig, task: LabeledTask, out: Path, device: torch.d
         metric=metric if evaluate else None, mode=metric_mode(metric),
         restore_best=evaluate is not None, on_epoch_start=plan.on_epoch_start,
     )  # optim.l1 (L1 on weight matrices) is applied inside fit
+    if status is not None:
+        status["stopped_reason"] = result.stopped_reason
     # A finetune run cannot be resumed, and the best weights are already restored: drop the
     # loop's checkpoints (a study would otherwise keep two model copies per cell on disk).
     shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)

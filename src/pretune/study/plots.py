@@ -88,7 +88,9 @@ def efficiency_curves(summary: Sequence[dict], metric: str, task: str) -> bytes:
     ``summary``: rows of ``stats.summarize`` (only this task's rows are drawn).
     Colour = start, line style = strategy, so the same start reads as one family.
     """
-    rows = [s for s in summary if s["task"] == task]
+    rows = [s for s in summary if s["task"] == task and s["budget"] > 0]
+    # zero-shot runs (no labels) can't sit on a log axis: dashed horizontal reference lines
+    zero_shot = [s for s in summary if s["task"] == task and s["budget"] <= 0]
     fig, ax = _fig(6.4, 3.8)
     scale = metric_scale(metric)
     starts = sorted({s["start"] for s in rows})
@@ -110,6 +112,9 @@ def efficiency_curves(summary: Sequence[dict], metric: str, task: str) -> bytes:
             if len(band) >= 2:
                 bx, lo, hi = (np.array(v, dtype=float) for v in zip(*band, strict=True))
                 ax.fill_between(bx, lo * scale, hi * scale, color=colors[si], alpha=0.12)
+    for zi, z in enumerate(zero_shot):
+        ax.axhline(z["mean"] * scale, color=f"C{(len(starts) + zi) % 10}", linestyle=":",
+                   linewidth=1.2, label=f"{z['start']} / {z['strategy']} (zero-shot)")
     if budgets and min(b for b, _ in budgets) > 0:
         ax.set_xscale("log")
         ax.set_xticks([b for b, _ in budgets])
@@ -118,7 +123,7 @@ def efficiency_curves(summary: Sequence[dict], metric: str, task: str) -> bytes:
     ax.set_xlabel("labeled training examples")
     ax.set_ylabel(metric_name(metric) + (" (×100)" if scale != 1 else ""))
     ax.set_title(f"{task}: data efficiency")
-    if rows:
+    if rows or zero_shot:
         ax.legend(fontsize=8)
     return _png(fig)
 

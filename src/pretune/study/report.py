@@ -178,8 +178,15 @@ def _verdict_section(rows: list[dict], metric: str, baseline: str, corpus: str |
                 better = (c["mean_diff"] < 0) == (metric in LOWER_IS_BETTER)
                 cls += " good" if better else " bad"
             texts.append((verdict(c, corpus=corpus, labels=saved), cls))
-        blocks.append(("p", texts[0][0], texts[0][1]))
-        if len(texts) > 1:
+        # Headline: the most informative comparison of EACH start (the study's own
+        # pre-training first), so a strong public checkpoint does not hide the answer for ours.
+        firsts: dict[str, int] = {}
+        for i, c in enumerate(mine):
+            firsts.setdefault(c["start"], i)
+        order = {"pretrained": 0, "continued": 1}
+        for i in sorted(firsts.values(), key=lambda i: (order.get(mine[i]["start"], 2), i)):
+            blocks.append(("p", texts[i][0], texts[i][1]))
+        if len(texts) > len(firsts):
             blocks.append(("details", f"All {len(texts)} comparisons on {task}, most "
                            "informative first", [t for t, _ in texts]))
     return blocks
@@ -195,7 +202,7 @@ def _task_section(task: str, rows: list[dict], full_table: list[dict], metric: s
     png = plots.efficiency_curves(table, metric, task)
     unit = " ×100" if metric_scale(metric) != 1 else ""
     headers = ["start", "strategy", "labels", "n", f"{metric_name(metric)}{unit}: mean ± std "
-               "[95% CI]", f"Δ vs {baseline} [95% CI]", "p (perm.)", "p (t-test)",
+               "[95% CI]", f"Δ vs {baseline} [95% CI]", "p", "p (t-test)",
                "labels saved", "failed"]
     body, classes = [], []
     for t in table:

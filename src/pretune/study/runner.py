@@ -135,7 +135,7 @@ def _cell_config(cfg: StudyConfig, cell: Cell, task: TaskConfig, model: ModelCon
 def _flatten(cell: Cell, result: Any, labels: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "task": cell.task, "start": cell.start, "strategy": cell.strategy,
-        "budget": result.train_examples if cell.budget is None else cell.budget,
+        "budget": _row_budget(cell, result.train_examples),
         "budget_label": cell.budget_label, "seed": cell.seed, "status": "ok", "error": "",
         "seconds": round(result.seconds, 2), "train_examples": result.train_examples,
         "trainable_params": result.trainable_params,
@@ -187,6 +187,8 @@ def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
         path = cells_dir / f"{cell.key}.json"
         if path.exists():
             row = json.loads(path.read_text())
+            if row.get("budget_label") == ZERO_SHOT:
+                row["budget"] = 0  # cells written by an older pretune carried the train size
             if row.get("status") == "ok":
                 rows.append(row)
                 continue
@@ -228,10 +230,18 @@ def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
     return out
 
 
+def _row_budget(cell: Cell, train_examples: int) -> int:
+    """Labels a run used: 0 for zero-shot, the train size for "all", else the budget."""
+    if cell.budget_label == ZERO_SHOT:
+        return 0
+    return train_examples if cell.budget is None else cell.budget
+
+
 def _failed(cell: Cell, error: str, t0: float) -> dict[str, Any]:
     return {
         "task": cell.task, "start": cell.start, "strategy": cell.strategy,
-        "budget": cell.budget if cell.budget is not None else -1, "budget_label": cell.budget_label,
+        "budget": _row_budget(cell, 0) if cell.budget is not None or cell.budget_label == ZERO_SHOT
+        else -1, "budget_label": cell.budget_label,
         "seed": cell.seed, "status": "failed", "error": error.splitlines()[0][:300],
         "seconds": round(time.perf_counter() - t0, 2), "train_examples": 0, "trainable_params": 0,
     }

@@ -170,7 +170,9 @@ def paired_comparison(rows: Iterable[dict], metric: str, baseline: str = "scratc
         if start == baseline:
             continue
         base = cells.get((task, baseline, strategy, budget))
-        seeds = sorted(set(mine) & set(base or {}))
+        if base is None:  # the baseline never ran this strategy/budget (e.g. zero-shot)
+            continue
+        seeds = sorted(set(mine) & set(base))
         res: dict[str, Any] = {
             "task": task, "start": start, "baseline": baseline, "strategy": strategy,
             "budget": budget, "budget_label": labels[(task, budget)], "metric": metric,
@@ -250,8 +252,9 @@ def labels_saved(rows: Iterable[dict], metric: str, start: str, baseline: str = 
     rows = [r for r in rows if r.get("task") == task and r.get("strategy") == strategy]
     summ = summarize(rows, metric)
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # compare as "higher is better"
-    base = [(s["budget"], sign * s["mean"]) for s in summ if s["start"] == baseline]
-    mine = [s for s in summ if s["start"] == start]
+    # zero-shot runs (budget 0) are not points of a curve in log(budget)
+    base = [(s["budget"], sign * s["mean"]) for s in summ if s["start"] == baseline and s["budget"] > 0]
+    mine = [s for s in summ if s["start"] == start and s["budget"] > 0]
     points = []
     for s in mine:
         b, score, label = s["budget"], sign * s["mean"], s["budget_label"]
@@ -297,7 +300,9 @@ def strategy_words(strategy: str) -> str:
 
 
 def _budget_words(budget: int, label: str | None) -> str:
-    return f"all {budget:,} labels" if label == "all" else f"{budget:,} labels"
+    if label == "all":
+        return f"all {budget:,} labels"
+    return "zero-shot (no labels)" if budget <= 0 else f"{budget:,} labels"
 
 
 def format_p(p: float | None) -> str:

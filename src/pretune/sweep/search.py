@@ -13,7 +13,6 @@ from driving one sweep at once.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -236,12 +235,6 @@ def _reporter(trial: Any) -> Any:
     return report
 
 
-def _finetune_has_hook() -> bool:
-    from pretune.finetune.run import finetune
-
-    return "on_evaluate" in inspect.signature(finetune).parameters
-
-
 def trial_config(cfg: SweepConfig, root: Path, number: int, params: dict[str, Any]
                  ) -> FinetuneConfig:
     ft = apply_params(cfg.base, params)
@@ -275,10 +268,9 @@ def objective(trial: Any, ctx: _Trials) -> float:
             trial.set_user_attr("fold_scores", cv.fold_scores)
             trial.set_user_attr("val_metrics", cv.mean_metrics)
             return cv.mean
-        extra: dict[str, Any] = {}
-        if _finetune_has_hook():  # per-evaluation pruning (validation after each epoch)
-            extra["on_evaluate"] = lambda i, m: report(i, m.get(ctx.metric))
-        result = finetune(ft, overwrite=True, task=task, features_cache=ctx.features, **extra)
+        # per-evaluation pruning: validation after each epoch reports to the pruner
+        result = finetune(ft, overwrite=True, task=task, features_cache=ctx.features,
+                          on_evaluate=lambda i, m: report(i, m.get(ctx.metric)))
         if getattr(result, "stopped_reason", "") == "interrupted":
             raise KeyboardInterrupt  # Ctrl-C ended training early: not a real score
         val = {k: float(v) for k, v in result.val_metrics.items() if isinstance(v, int | float)}
