@@ -140,11 +140,13 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
             res = finetune(ft, overwrite=True, task=task)
             metric = "macro_f1" if cfg.finetune.metric == "auto" else cfg.finetune.metric
             rows.append({"task": tname, "step": step, "checkpoint": model_name,
-                         "tokens": step * tokens_per_step, "score": res.metrics.get(metric), "metric": metric})
+                         "tokens": step * tokens_per_step, "score": res.metrics.get(metric),
+                         "metric": metric, "seconds": round(res.seconds, 2)})
             print(f"probe {tname} @ step {step}: {metric}={rows[-1]['score']:.3f}", flush=True)
             cache.write_text(json.dumps(rows + [r for k, r in done.items() if r not in rows], indent=1))
     cache.write_text(json.dumps(rows, indent=1))
-    phases.append(Phase("probes", None, time.perf_counter() - t0, None))
+    spent = sum(float(r.get("seconds") or 0.0) for r in rows)  # recorded per probe: rerun-proof
+    phases.append(Phase("probes", None, spent or time.perf_counter() - t0, None))
     return rows
 
 

@@ -181,7 +181,6 @@ def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
 
     cells = plan_cells(cfg)
     rows: list[dict[str, Any]] = []
-    t_ft = time.perf_counter()
     features_cache: dict = {}
     for i, cell in enumerate(cells, 1):
         path = cells_dir / f"{cell.key}.json"
@@ -215,7 +214,9 @@ def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
         print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | {cell.budget_label} | "
               f"seed {cell.seed}: {row['status']} {_metric_name(cfg)}={score:.3f} ({row['seconds']:.0f}s)",
               flush=True)
-    phases.append(Phase("fine-tuning matrix", tokens=None, seconds=time.perf_counter() - t_ft, flops=None))
+    # every cell's own time, so a rerun that reuses finished cells still reports their cost
+    spent = sum(float(r.get("seconds") or 0.0) for r in rows)
+    phases.append(Phase("fine-tuning matrix", tokens=None, seconds=spent, flops=None))
 
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
