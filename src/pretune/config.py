@@ -44,14 +44,14 @@ class Section(BaseModel):
         for name, field in cls.model_fields.items():
             given, default = merged.get(name), field.default
             if isinstance(given, dict) and isinstance(default, BaseModel):
-                merged[name] = _deep_merge(default.model_dump(exclude_unset=True), given)
+                merged[name] = deep_merge(default.model_dump(exclude_unset=True), given)
         return merged
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -277,6 +277,10 @@ class StudyConfig(Section):
     # e.g. {start: builtin:minilm, strategy: full} keeps the matrix affordable on a CPU.
     exclude: list[dict[Literal["task", "start", "strategy", "budget"], str | int]] = Field(
         default_factory=list)
+    # Per-start fine-tuning settings, so no start is judged on another's learning rate:
+    # start -> a sweep dir (or its best.yaml; its `optim` section is used), or a mapping merged
+    # into `finetune` for that start, e.g. {builtin:minilm: {optim: {lr: 5.0e-5}}}.
+    start_finetune: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
     probes: bool = True  # linear probe on intermediate pre-training checkpoints
     contamination_ngram: int = Field(13, ge=3)
     retries: int = Field(1, ge=0)  # retries of a crashed cell before it is reported failed
@@ -478,7 +482,7 @@ def _list_index(node: list, part: str, item: str) -> int:
     return int(part)
 
 
-def _format_validation_error(err: ValidationError, where: str) -> str:
+def format_validation_error(err: ValidationError, where: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
     msg = first["msg"]
@@ -519,7 +523,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise PretuneError(_format_validation_error(e, where)) from None
+        raise PretuneError(format_validation_error(e, where)) from None
 
 
 def config_hash(cfg: BaseModel, exclude: set[str] | None = None) -> str:

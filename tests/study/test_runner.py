@@ -9,7 +9,7 @@ import pytest
 
 from pretune.config import StudyConfig, load_config
 from pretune.errors import PretuneError
-from pretune.study.runner import plan_cells, run_study
+from pretune.study.runner import plan_cells, run_study, start_finetune
 
 TINY = """
 name: tiny
@@ -101,3 +101,25 @@ def test_scratch_needs_a_pretrain_section(study_cfg):
     cfg = study_cfg.model_copy(update={"pretrain": None, "probes": False})
     with pytest.raises(PretuneError, match="needs a `pretrain:` section"):
         run_study(cfg)
+
+
+def test_start_finetune_from_a_mapping_and_from_a_sweep_best_yaml(study_cfg, tmp_path):
+    best = tmp_path / "sweep"
+    best.mkdir()
+    (best / "best.yaml").write_text("optim:\n  lr: 3.0e-5\n  weight_decay: 0.0\n")
+    cfg = study_cfg.model_copy(update={"start_finetune": {
+        "pretrained": {"optim": {"lr": 7.0e-4}, "train": {"epochs": 2}},
+        "builtin:minilm": str(best),
+    }})
+    assert start_finetune(cfg, "scratch") == cfg.finetune  # no entry: the study's defaults
+    pre = start_finetune(cfg, "pretrained")
+    assert (pre.optim.lr, pre.train.epochs, pre.train.batch_size) == (7e-4, 2, 8)
+    mini = start_finetune(cfg, "builtin:minilm")
+    assert (mini.optim.lr, mini.optim.weight_decay) == (3e-5, 0.0)
+    assert mini.optim.betas == cfg.finetune.optim.betas  # the rest of optim is kept
+    bad = study_cfg.model_copy(update={"start_finetune": {"scratch": {"optim": {"lrr": 1}}}})
+    with pytest.raises(PretuneError, match="start_finetune.scratch.*optim.lrr"):
+        start_finetune(bad, "scratch")
+    (best / "best.yaml").write_text("name: x\n")
+    with pytest.raises(PretuneError, match="no `optim` section"):
+        start_finetune(cfg, "builtin:minilm")

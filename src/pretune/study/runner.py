@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from pretune.config import (
     FinetuneConfig,
     ModelConfig,
@@ -23,7 +25,10 @@ from pretune.config import (
     StrategyConfig,
     StudyConfig,
     TaskConfig,
+    deep_merge,
     dump_yaml,
+    format_validation_error,
+    load_yaml,
 )
 from pretune.errors import PretuneError
 from pretune.study.phases import (
@@ -117,9 +122,29 @@ def _start_model(cfg: StudyConfig, start: str, checkpoints: dict[str, Path]) -> 
     return base.model_copy(update={"name": start}), None
 
 
+def start_finetune(cfg: StudyConfig, start: str) -> FinetuneConfig:
+    """The study's fine-tuning defaults with ``start_finetune[start]`` applied: a sweep's tuned
+    optimiser settings (sweep dir or best.yaml) or an explicit mapping."""
+    extra = cfg.start_finetune.get(start)
+    if extra is None:
+        return cfg.finetune
+    if isinstance(extra, str):
+        path = Path(extra) / "best.yaml" if Path(extra).is_dir() else Path(extra)
+        best = load_yaml(path)
+        if not isinstance(best.get("optim"), dict):
+            raise PretuneError(f"start_finetune.{start}: {path} has no `optim` section "
+                               "(expected a sweep's best.yaml)")
+        extra = {"optim": best["optim"]}
+    merged = deep_merge(cfg.finetune.model_dump(mode="json"), extra)
+    try:
+        return FinetuneConfig.model_validate(merged)
+    except ValidationError as e:
+        raise PretuneError(format_validation_error(e, f"study start_finetune.{start}")) from None
+
+
 def _cell_config(cfg: StudyConfig, cell: Cell, task: TaskConfig, model: ModelConfig,
                  tokenizer: str | None, out: Path) -> FinetuneConfig:
-    ft = cfg.finetune
+    ft = start_finetune(cfg, cell.start)
     return ft.model_copy(update={
         "name": cell.key,
         "output_dir": str(out / "cells"),
