@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from pretune.config import (
     FinetuneConfig,
     ModelConfig,
-    PretrainConfig,
     StrategyConfig,
     StudyConfig,
     TaskConfig,
@@ -277,4 +276,4 @@ def _metric_name(cfg: StudyConfig) -> str:
     return "macro_f1" if cfg.finetune.metric == "auto" else cfg.finetune.metric
 
 
-__all__ = ["Cell", "PretrainConfig", "plan_cells", "run_study"]
+__all__ = ["Cell", "plan_cells", "run_study", "start_finetune"]
