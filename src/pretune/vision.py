@@ -129,51 +129,14 @@ def _classify_eval(split: ImageSet, labels: list[str]) -> Any:
 
 
 def apply_image_strategy(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig) -> StrategyPlan:
-    """full | linear-probe | partial | gradual | llrd over ``ImageBackbone`` layer groups, with
-    the same semantics (and optimizer groups) as ``pretune.finetune.strategies.apply_strategy``."""
-    from pretune.finetune.strategies import _groups, _set_trainable
+    """full | linear-probe | partial | gradual | llrd: ``apply_strategy`` itself (its layer
+    groups come from ``ImageBackbone`` for image models); text-only strategies are refused."""
+    from pretune.finetune.strategies import apply_strategy
 
-    name = cfg.name
-    if name in ("lora", "prompt"):
-        raise PretuneError(f"strategy.name={name} is for text models; image models support full, "
+    if cfg.name in ("lora", "prompt"):
+        raise PretuneError(f"strategy.name={cfg.name} is for text models; image models support full, "
                            "linear-probe, partial, gradual and llrd")
-    groups = ImageBackbone(model).layer_groups()  # [stem, block 0 .. block L-1, head]
-    head, body = groups[-1], groups[:-1]
-    lr, hook = optim.lr, None
-    if name == "full":
-        _set_trainable(model.parameters(), True)
-        named = [("all", [p for g in groups for p in g], lr)]
-    elif name == "linear-probe":
-        _set_trainable(model.parameters(), False)
-        _set_trainable(head, True)
-        if cfg.sklearn:
-            return StrategyPlan(model, [], None, 0, sklearn=True, name=name)
-        named = [("head", head, lr)]
-    elif name == "partial":
-        _set_trainable(model.parameters(), False)
-        blocks = body[1:]
-        top = blocks[len(blocks) - min(cfg.top_k, len(blocks)):] if cfg.top_k else []
-        chosen = [p for g in top for p in g] + head
-        _set_trainable(chosen, True)
-        named = [("top_layers+head", chosen, lr)]
-    elif name == "llrd":
-        _set_trainable(model.parameters(), True)
-        named = [("head", head, lr)] + [(f"depth{d}", g, lr * cfg.llrd_decay**d)
-                                        for d, g in enumerate(reversed(body), start=1)]
-    elif name == "gradual":
-        order = [head, *reversed(body)]  # epoch e trains the top e + 1 groups
-
-        def hook(epoch: int, _model: nn.Module | None = None) -> None:
-            for i, g in enumerate(order):
-                _set_trainable(g, i <= epoch)
-
-        hook(0)
-        named = [("all", [p for g in groups for p in g], lr)]
-    else:  # pragma: no cover - the config's Literal forbids it
-        raise PretuneError(f"unknown strategy '{name}'")
-    trainable = sum(p.numel() for _, ps, _ in named for p in ps)
-    named = [(n, [p for p in ps if p.requires_grad or name == "gradual"], r) for n, ps, r in named]
-    return StrategyPlan(model, _groups(model, named, optim), hook, trainable, name=name)
+    return apply_strategy(model, cfg, optim)
 
 
 # --------------------------------------------------------------------------- pre-training

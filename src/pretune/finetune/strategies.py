@@ -81,8 +81,11 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     """Parameter groups bottom -> top: embeddings, each layer, head. Parameters the backbone
     does not place (e.g. a pooler outside head()) join the head group so nothing is lost."""
     from pretune.models.backbone import Backbone
+    from pretune.models.vision import ImageBackbone, is_image_model
 
-    groups = [_params(g) for g in Backbone(model).layer_groups()]
+    # image models (ResNet/ViT) have their own adapter with the same layer_groups() contract
+    adapter = ImageBackbone(model) if is_image_model(model) else Backbone(model)
+    groups = [_params(g) for g in adapter.layer_groups()]
     placed = {id(p) for g in groups for p in g}
     groups[-1] += [p for p in model.parameters() if id(p) not in placed]
     return groups
