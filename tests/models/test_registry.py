@@ -161,6 +161,19 @@ def test_errors(wp, bpe, tmp_path: Path):
     assert isinstance(AutoModelForCausalLM.from_pretrained(d), type(small))
 
 
+def test_image_models_are_routed_to_the_image_commands(wp, tmp_path: Path):
+    from pretune.models.vision import build_image_model, save_image_model
+
+    with pytest.raises(PretuneError, match="resnet-tiny is an image model.*finetune-images"):
+        resolve_start("resnet-tiny")
+    with pytest.raises(PretuneError, match="vit-mini is an image model"):
+        load_model(ModelConfig(name="vit-mini"), "classify", wp)
+    path = save_image_model(build_image_model("resnet-tiny", 2, 16, 1), tmp_path / "img", 16, 1,
+                            {})
+    with pytest.raises(PretuneError, match="'resnet' image model.*modality: image"):
+        load_model(ModelConfig(name=str(path)), "classify", wp)
+
+
 def test_arch_start_tokenizer_fallback(wp, tmp_path: Path):
     wp.save_pretrained(tmp_path)
     tok = load_tokenizer_for(ModelConfig(name="bert-tiny"), tmp_path)

@@ -68,6 +68,9 @@ def test_overrides_and_bad_names():
         build_image_model("vit-tiny", 2, 30, 1)
     with pytest.raises(PretuneError, match="unknown image model"):
         load_image_model(ModelConfig(name="resnet-huge"), LABELS, 28, 1)
+    for text in ("bert-mini", "builtin:minilm"):
+        with pytest.raises(PretuneError, match=f"{text} is a text model"):
+            load_image_model(ModelConfig(name=text), LABELS, 28, 1)
 
 
 def test_save_load_round_trip_with_plain_transformers(tmp_path):

@@ -87,10 +87,21 @@ def _names() -> str:
     return ", ".join([*ARCHS, "hf:<dir>", "builtin:minilm", "<checkpoint dir>"])
 
 
+IMAGE_HINT = ("fine-tune it with `pretune finetune-images`, or in a study with "
+              "`modality: image` (see configs/vision-quickstart.yaml)")
+
+
 def resolve_start(name: str) -> tuple[str, str | Path]:
-    """("arch", name) for registry names, ("dir", Path) for hf:<dir>, builtin:<model>, or a dir."""
+    """("arch", name) for registry names, ("dir", Path) for hf:<dir>, builtin:<model>, or a dir.
+
+    One registry for both modalities: the image sizes (``resnet-*``, ``vit-*``) live in
+    ``pretune.models.vision.IMAGE_ARCHS``; naming one on the text path says where it belongs."""
+    from pretune.models.vision import IMAGE_ARCHS
+
     if name in ARCHS:
         return "arch", name
+    if name in IMAGE_ARCHS:
+        raise PretuneError(f"model.name={name} is an image model; {IMAGE_HINT}")
     if name.startswith("builtin:"):
         from pretune.data.builtin import builtin_path
 
@@ -267,6 +278,9 @@ def _load_dir(path: Path, spec: ModelConfig, kind: Kind, extra: dict[str, Any]) 
             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
         ) from None
     mt = config.model_type
+    if hasattr(config, "num_channels") and not trc:  # ResNet, ViT, ...: pixels, not tokens
+        raise PretuneError(f"model.name={spec.name}: {path} holds a '{mt}' image model; "
+                           f"{IMAGE_HINT}")
     if kind in _SUPPORTED and mt not in _SUPPORTED[kind] and not trc:
         raise PretuneError(
             f"model.name={spec.name}: {path} holds a '{mt}' model, which has no {kind} variant "

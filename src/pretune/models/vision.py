@@ -3,8 +3,9 @@ API (``ImageBackbone``) with the method names of ``pretune.models.backbone.Backb
 
 Every model is a plain ``*ForImageClassification`` in float32; a saved directory holds
 ``config.json`` + ``model.safetensors`` + ``preprocessor_config.json`` and loads with
-``AutoModelForImageClassification`` / ``AutoImageProcessor`` without pretune. Self-contained:
-the main registry can hook ``resnet-*`` / ``vit-*`` names to ``build_image_model``.
+``AutoModelForImageClassification`` / ``AutoImageProcessor`` without pretune. The text
+registry (``pretune.models.registry.resolve_start``) knows these names and points text
+commands here; this module refuses text names in turn.
 """
 
 from __future__ import annotations
@@ -142,6 +143,11 @@ def resolve_image_start(name: str) -> tuple[str, str | Path]:
     """("arch", name) for registry names, ("dir", Path) for ``hf:<dir>`` or a model directory."""
     if name in IMAGE_ARCHS:
         return "arch", name
+    from pretune.models.registry import ARCHS
+
+    if name in ARCHS or name.startswith("builtin:"):
+        raise PretuneError(f"model.name={name} is a text model; image models are "
+                           f"{', '.join(IMAGE_ARCHS)} or hf:<dir> of an image checkpoint")
     path = Path(name.removeprefix("hf:")).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
