@@ -9,9 +9,11 @@ import pytest
 from pretune.config import (
     ImageFinetuneConfig,
     ImagePretrainConfig,
+    ImageStudyConfig,
     StudyConfig,
     SweepConfig,
     load_config,
+    load_study_config,
 )
 from pretune.study.runner import plan_cells
 
@@ -20,7 +22,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 @pytest.mark.parametrize("name", ["quickstart.yaml", "gpu-sst2.yaml"])
 def test_study_configs_validate_and_plan(name):
-    cfg = load_config(StudyConfig, CONFIGS / name)
+    cfg = load_study_config(CONFIGS / name)
+    assert isinstance(cfg, StudyConfig)
     cells = plan_cells(cfg)
     assert cells and len({c.key for c in cells}) == len(cells)
     assert {c.start for c in cells} == set(cfg.starts)
@@ -30,6 +33,12 @@ def test_vision_quickstart_sections_validate():
     path = CONFIGS / "vision-quickstart.yaml"
     assert load_config(ImagePretrainConfig, path, section="pretrain").data.path == "builtin:mnist-5k"
     assert load_config(ImageFinetuneConfig, path, section="finetune").data.path == "builtin:digits"
+    study = load_study_config(path)
+    assert isinstance(study, ImageStudyConfig)
+    assert [t.path for t in study.tasks] == ["builtin:digits"]  # from finetune.data
+    cells = plan_cells(study)
+    assert {c.start for c in cells} == {"scratch", "pretrained"}
+    assert len(cells) == 2 * len(study.strategies) * len(study.budgets) * len(study.seeds)
 
 
 def test_sweep_config_validates():

@@ -136,8 +136,9 @@ def test_strategy_groups():
 def test_shipped_vision_quickstart_validates():
     path = Path(__file__).resolve().parents[1] / "configs" / "vision-quickstart.yaml"
     data = yaml.safe_load(path.read_text())
-    assert set(data) == {"pretrain", "finetune"}
+    assert data["modality"] == "image" and {"pretrain", "finetune"} <= set(data)
     pre = ImagePretrainConfig.model_validate(data["pretrain"])
     ft = ImageFinetuneConfig.model_validate(data["finetune"])
-    assert ft.model.name.endswith(f"{pre.name}/model")
+    # standalone `pretrain-images` writes where `finetune-images` (and the study) look
+    assert ft.model.name == f"{pre.output_dir}/{pre.name}/model"
     assert pre.data.image_size == ft.data.image_size and pre.data.channels == ft.data.channels

@@ -92,13 +92,15 @@ def predict(model_dir: str, input: str, *overrides: str, output: str = "predicti
 def study(*args: str, overwrite: bool = False) -> None:
     """Run a study: did pre-training help, by how much, at what cost? Writes one report.
 
-    ARGS: an optional YAML file (e.g. configs/quickstart.yaml), then key=value overrides of
-    StudyConfig. Output: runs/<name>/report.html, report.md, results.csv, summary.csv.
-    Rerunning skips finished cells.
+    ARGS: an optional YAML file (e.g. configs/quickstart.yaml, or
+    configs/vision-quickstart.yaml for images), then key=value overrides of StudyConfig
+    (ImageStudyConfig when the config says `modality: image`). Output: runs/<name>/report.html,
+    report.md, results.csv, summary.csv. Rerunning skips finished cells.
     """
-    from pretune.config import StudyConfig, load_config
+    from pretune.config import load_study_config
+
     path, overrides = _split_config(list(args))
-    cfg = load_config(StudyConfig, path, overrides)  # validate before heavy imports
+    cfg = load_study_config(path, overrides)  # validate before heavy imports
     from pretune.study.runner import run_study as run
 
     run(cfg, overwrite=overwrite)

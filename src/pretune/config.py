@@ -258,21 +258,17 @@ class FinetuneConfig(Section):
 # --------------------------------------------------------------------------- study
 
 
-class StudyConfig(Section):
-    """``pretune study``: the controlled comparison of starting points, one report."""
+class MatrixConfig(Section):
+    """What every study shares, text or image: the matrix of starts x strategies x label
+    budgets x seeds, the cells to skip, per-start fine-tuning settings and retries."""
 
     name: str = "study"
     output_dir: str = "runs"
-    prepare: PrepareConfig | None = PrepareConfig()
-    pretrain: PretrainConfig | None = None  # its `data` is replaced by `prepare`'s artifact
-    continued: PretrainConfig | None = None  # continued pre-training of an hf:/builtin start
-    tasks: list[TaskConfig] = Field(default_factory=lambda: [TaskConfig()])
-    # scratch | pretrained | continued | hf:<dir> | builtin:minilm | <checkpoint dir>
+    # scratch | pretrained | continued (text) | hf:<dir> | builtin:minilm | <checkpoint dir>
     starts: list[str] = Field(default_factory=lambda: ["scratch", "pretrained"])
     strategies: list[StrategyConfig] = Field(default_factory=lambda: [StrategyConfig()])
     budgets: list[int | Literal["all"]] = Field(default_factory=lambda: [128, "all"])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    finetune: FinetuneConfig = FinetuneConfig()  # defaults for every cell (model/task replaced)
     # Cells to skip: each entry matches on the keys it names (task, start, strategy, budget),
     # e.g. {start: builtin:minilm, strategy: full} keeps the matrix affordable on a CPU.
     exclude: list[dict[Literal["task", "start", "strategy", "budget"], str | int]] = Field(
@@ -281,18 +277,34 @@ class StudyConfig(Section):
     # start -> a sweep dir (or its best.yaml; its `optim` section is used), or a mapping merged
     # into `finetune` for that start, e.g. {builtin:minilm: {optim: {lr: 5.0e-5}}}.
     start_finetune: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
+    retries: int = Field(1, ge=0)  # retries of a crashed cell before it is reported failed
+
+
+class StudyConfig(MatrixConfig):
+    """``pretune study``: the controlled comparison of starting points, one report."""
+
+    modality: Literal["text"] = "text"  # `modality: image` selects ImageStudyConfig
+    prepare: PrepareConfig | None = PrepareConfig()
+    pretrain: PretrainConfig | None = None  # its `data` is replaced by `prepare`'s artifact
+    continued: PretrainConfig | None = None  # continued pre-training of an hf:/builtin start
+    tasks: list[TaskConfig] = Field(default_factory=lambda: [TaskConfig()])
+    finetune: FinetuneConfig = FinetuneConfig()  # defaults for every cell (model/task replaced)
     probes: bool = True  # linear probe on intermediate pre-training checkpoints
     contamination_ngram: int = Field(13, ge=3)
-    retries: int = Field(1, ge=0)  # retries of a crashed cell before it is reported failed
 
     @field_validator("tasks", mode="before")
     @classmethod
     def _tasks_shorthand(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [v]
-        if isinstance(v, list):
-            return [{"path": t} if isinstance(t, str) else t for t in v]
-        return v
+        return _paths_shorthand(v)
+
+
+def _paths_shorthand(v: Any) -> Any:
+    """``tasks: builtin:x`` or ``[builtin:x, {path: ...}]``: strings are ``{path: ...}``."""
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, list):
+        return [{"path": t} if isinstance(t, str) else t for t in v]
+    return v
 
 
 # --------------------------------------------------------------------------- sweep
@@ -431,6 +443,67 @@ class ImageFinetuneConfig(Section):
     train: LoopConfig = LoopConfig(epochs=20, batch_size=32)
     metric: str = "auto"  # selection metric on val; auto: macro_f1
     save_model: bool = True
+
+
+IMAGE_STRATEGIES = ("full", "linear-probe", "partial", "gradual", "llrd")
+
+
+class ImageStudyConfig(MatrixConfig):
+    """``pretune study`` on images (``modality: image``): pre-train an image model, then
+    fine-tune it and the same architecture from scratch on image tasks; the same report."""
+
+    modality: Literal["image"] = "image"
+    name: str = "vision-study"
+    pretrain: ImagePretrainConfig | None = ImagePretrainConfig()
+    # Defaults to [finetune.data] when not given, so one YAML also serves `finetune-images`.
+    tasks: list[ImageDataConfig] = Field(default_factory=lambda: [ImageDataConfig()])
+    budgets: list[int | Literal["all"]] = Field(default_factory=lambda: [20, 50, 100])
+    finetune: ImageFinetuneConfig = ImageFinetuneConfig()  # defaults for every cell
+    contamination: bool = True  # test images that also occur in the pre-training images
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tasks_from_finetune(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tasks" not in data:
+            ft = data.get("finetune")
+            if isinstance(ft, dict) and isinstance(ft.get("data"), dict):
+                data = {**data, "tasks": [ft["data"]]}
+        return data
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _image_tasks_shorthand(cls, v: Any) -> Any:
+        return _paths_shorthand(v)
+
+    @field_validator("strategies")
+    @classmethod
+    def _image_strategies(cls, v: list[StrategyConfig]) -> list[StrategyConfig]:
+        for i, s in enumerate(v):
+            if s.name not in IMAGE_STRATEGIES:
+                raise ValueError(f"strategies.{i}.name={s.name} is for text models; image "
+                                 f"studies support {', '.join(IMAGE_STRATEGIES)}")
+        return v
+
+    @field_validator("starts")
+    @classmethod
+    def _image_starts(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if s == "continued" or s.startswith("builtin:"):
+                raise ValueError(f"start '{s}' is a text start; image studies use scratch, "
+                                 "pretrained, an image arch (resnet-*/vit-*) or a checkpoint dir")
+        return v
+
+
+def load_study_config(path: str | Path | None = None, overrides: list[str] = ()
+                      ) -> StudyConfig | ImageStudyConfig:
+    """A text or image study config, chosen by its ``modality`` key (file or override)."""
+    data = load_yaml(path) if path else {}
+    modality = apply_overrides(data, [o for o in overrides if o.startswith("modality=")]).get(
+        "modality", "text")
+    if modality not in ("text", "image"):
+        raise PretuneError(f"{path or 'overrides'}: modality={modality!r}; use text or image")
+    cls = ImageStudyConfig if modality == "image" else StudyConfig
+    return load_config(cls, path, overrides)
 
 
 # --------------------------------------------------------------------------- loading

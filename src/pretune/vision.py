@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pretune.config import ImageFinetuneConfig, ImagePretrainConfig, OptimConfig, StrategyConfig
-from pretune.data.images import ImageBatches, ImageSet, ImageTask, load_image_task, normalize
+from pretune.data.images import (
+    ImageBatches,
+    ImageSet,
+    ImageTask,
+    apply_image_budget,
+    load_image_task,
+    normalize,
+)
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import classification_metrics, format_table, metric_mode
 from pretune.finetune.run import FinetuneResult
@@ -241,7 +248,11 @@ def finetune_images(cfg: ImageFinetuneConfig, overwrite: bool = False, *,
 
     t0 = time.perf_counter()
     out = _out_dir(cfg.output_dir, cfg.name, overwrite)
-    task = task or load_finetune_task(cfg)
+    if task is None:
+        task = load_finetune_task(cfg)
+    elif task.budget is None and cfg.data.budget is not None:
+        # a pre-loaded task (the study's) gets this run's budget, drawn with the run's seed
+        task = apply_image_budget(task, cfg.data.budget, cfg.train.seed)
     if not len(task.test):
         raise PretuneError("the task has no test images; set data.test or data.test_fraction > 0")
     metric = "macro_f1" if cfg.metric == "auto" else cfg.metric

@@ -82,3 +82,21 @@ def test_bad_arguments():
         ngram_overlap(corpus(), ["x"], n=0)
     with pytest.raises(ValueError):
         ngram_overlap(corpus(), ["x", "y"], test_ids=["only-one"])
+
+
+def test_image_overlap_finds_pixel_identical_test_images():
+    import torch
+
+    from pretune.study.contamination import image_overlap
+
+    seen = torch.rand(50, 1, 8, 8)
+    test = torch.rand(20, 1, 8, 8)
+    test[3] = seen[7]
+    test[9] = seen[7]
+    test[11] = seen[12]
+    test[11, 0, 0, 0] = (seen[12, 0, 0, 0] + 0.5) % 1.0  # one pixel differs: not a duplicate
+    res = image_overlap(seen, test)
+    assert res["kind"] == "image" and res["test_examples"] == 20
+    assert res["affected"] == 2 and res["flag"] and res["fraction"] == pytest.approx(0.1)
+    assert res["examples"] == [{"id": 3, "match": 7}, {"id": 9, "match": 7}]
+    assert image_overlap(seen, torch.rand(5, 1, 8, 8))["affected"] == 0

@@ -76,6 +76,10 @@ def test_tiny_study_end_to_end_and_rerun_skips(study_cfg, capsys):
     assert (out / "pretrain" / "final" / "config.json").is_file()
     html = (out / "report.html").read_text()
     assert "Verdict" in html and "Contamination" in html and "Compute" in html
+    pre = (out / "report.md").read_text().split("## Pre-training and probes")[1].splitlines()
+    header, values = pre[2], pre[4]
+    assert "tokens" in header and "final train loss" in header
+    assert "–" not in values.split("|")[5]  # the final train loss is reported
     capsys.readouterr()
 
     # rerun: every cell is reused, nothing trains again, the report is rewritten

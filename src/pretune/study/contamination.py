@@ -4,6 +4,9 @@ A test example counts as contaminated when any of its word n-grams (default 13, 
 GPT-3 paper's overlap analysis) also occurs in the corpus. Text is lowercased and split with
 the regex ``\\w+``, so punctuation and spacing differences do not hide an overlap.
 
+Images (``image_overlap``): a test image counts when it is pixel-identical, in 8-bit, to a
+pre-training image in the same format.
+
 Memory: the corpus is streamed once and never stored. We hash the (small) test side's
 n-grams into a sorted uint64 array and look every corpus n-gram up in it, which gives the
 same answer as hashing the corpus into a set but needs memory only for the test split, so a
@@ -136,4 +139,25 @@ def ngram_overlap(corpus_docs: Iterable[str], test_texts: list[str], n: int = 13
         "fraction_of_all": affected / len(test_texts) if test_texts else 0.0,
         "ids": ids, "examples": examples, "corpus_docs": docs, "corpus_ngrams": corpus_ngrams,
         "corpus_docs_matched": docs_matched, "flag": fraction > FLAG_FRACTION,
+    }
+
+
+def image_overlap(seen: Any, test: Any, max_examples: int = 5) -> dict[str, Any]:
+    """Test images pixel-identical (8-bit) to a pre-training image. ``seen`` / ``test``: float
+    tensors (N, C, S, S) in [0, 1], already in the same format (size, border, channels)."""
+
+    def digests(x: Any) -> list[bytes]:
+        u8 = (x.clamp(0, 1) * 255).round().byte().numpy()
+        return [hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in u8]
+
+    first: dict[bytes, int] = {}
+    for i, d in enumerate(digests(seen)):
+        first.setdefault(d, i)
+    hits = [(i, first[d]) for i, d in enumerate(digests(test)) if d in first]
+    n = len(test)
+    fraction = len(hits) / n if n else 0.0
+    return {
+        "kind": "image", "test_examples": n, "checked": n, "short": 0, "affected": len(hits),
+        "fraction": fraction, "flag": fraction > FLAG_FRACTION,
+        "examples": [{"id": i, "match": j} for i, j in hits[:max_examples]],
     }

@@ -32,6 +32,19 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def loop_history(path: Path) -> list[dict]:
+    """The loop's metrics.jsonl as the report's curve points {step, tokens, train_loss,
+    val_loss}: train records carry ``loss``, eval records ``val_loss``."""
+    out = []
+    for r in _read_jsonl(path):
+        point = {"step": r.get("step"), "tokens": r.get("tokens")}
+        if r.get("kind") == "train" and r.get("loss") is not None:
+            out.append(point | {"train_loss": r["loss"]})
+        elif r.get("kind") == "eval" and r.get("val_loss") is not None:
+            out.append(point | {"val_loss": r["val_loss"]})
+    return out
+
+
 def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Phase]) -> Path:
     from pretune.train.checkpoint import latest_checkpoint
     from pretune.train.pretrain import pretrain
@@ -72,7 +85,7 @@ def run_pretraining(cfg: StudyConfig, out: Path, phases: list[Phase]) -> tuple[d
             "train": cfg.pretrain.train.model_copy(update={"keep_last": 10_000}),
         })
         checkpoints["pretrained"] = _pretrain_phase(pcfg, out, "pre-training", phases)
-        history = _read_jsonl(out / "pretrain" / "metrics.jsonl")
+        history = loop_history(out / "pretrain" / "metrics.jsonl")
         summary_path = out / "pretrain" / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         corpus = ", ".join(s.path.removeprefix("builtin:") for s in cfg.prepare.sources)

@@ -42,8 +42,10 @@ def _tokens(x: float) -> str:
     return f"{x:g}"
 
 
-def loss_curves(history: Sequence[dict], title: str = "Pre-training loss") -> bytes:
-    """Train and validation loss vs tokens seen. ``history``: {tokens, step, train_loss, val_loss}."""
+def loss_curves(history: Sequence[dict], title: str = "Pre-training loss",
+                unit: str = "tokens") -> bytes:
+    """Train and validation loss vs tokens (or images) seen. ``history``: {tokens, step,
+    train_loss, val_loss}; ``unit`` names what ``tokens`` counts on the x axis."""
     fig, ax = _fig()
     xkey = "tokens" if any(h.get("tokens") is not None for h in history) else "step"
     for key, label, style in (("train_loss", "train", "-"), ("val_loss", "validation", "o-")):
@@ -52,7 +54,7 @@ def loss_curves(history: Sequence[dict], title: str = "Pre-training loss") -> by
         if pts:
             x, y = zip(*pts, strict=True)
             ax.plot(x, y, style, label=label, markersize=3)
-    ax.set_xlabel(xkey)
+    ax.set_xlabel(unit if xkey == "tokens" else xkey)
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.xaxis.set_major_formatter(lambda v, _pos: _tokens(v))
@@ -156,7 +158,7 @@ def confusion_heatmap(confusion: Sequence[Sequence[float]], labels: Sequence[str
     return _png(fig)
 
 
-def compute_bars(compute: Sequence[dict]) -> bytes:
+def compute_bars(compute: Sequence[dict], unit: str = "tokens") -> bytes:
     """Wall time per phase (bars), annotated with tokens and FLOPs where known."""
     fig, ax = _fig(6.0, 0.6 + 0.5 * max(1, len(compute)))
     phases = [str(c["phase"]) for c in compute]
@@ -171,7 +173,7 @@ def compute_bars(compute: Sequence[dict]) -> bytes:
     for yi, c, s in zip(y, compute, secs, strict=True):
         bits = []
         if c.get("tokens"):
-            bits.append(f"{_tokens(float(c['tokens']))} tok")
+            bits.append(f"{_tokens(float(c['tokens']))} {'img' if unit == 'images' else 'tok'}")
         if c.get("flops"):
             bits.append(f"{float(c['flops']):.2g} FLOPs")
         if bits:

@@ -271,6 +271,7 @@ def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline
              "strategy": _order([r["strategy"] for r in rows])}
     tasks = list(_order([r["task"] for r in rows]))
     corpus = (pretrain or {}).get("corpus")
+    unit = (pretrain or {}).get("unit", "tokens")  # what the pre-training counts: tokens | images
     ok = sum(1 for r in rows if r.get("status") == "ok" and r.get(metric) is not None)
     meta = (f"Metric: {metric_name(metric)} ({metric}); baseline: {baseline}; {len(rows)} runs, "
             f"{ok} ok, {len(rows) - ok} failed or without the metric."
@@ -284,17 +285,18 @@ def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline
         blocks: list[Block] = []
         if pretrain:
             hist = pretrain.get("history") or []
-            last = hist[-1] if hist else {}
-            blocks.append(("table", ["corpus", "tokens", "wall time", "FLOPs", "final train loss",
+
+            def final(key: str) -> Any:
+                return next((h[key] for h in reversed(hist) if h.get(key) is not None), None)
+
+            blocks.append(("table", ["corpus", unit, "wall time", "FLOPs", "final train loss",
                                      "final val loss"],
                            [[str(corpus or "–"), _big(pretrain.get("tokens")),
                              _seconds(pretrain.get("seconds")), _big(pretrain.get("flops")),
-                             _loss(last.get("train_loss")),
-                             _loss(next((h["val_loss"] for h in reversed(hist)
-                                         if h.get("val_loss") is not None), None))]], [""]))
+                             _loss(final("train_loss")), _loss(final("val_loss"))]], [""]))
         imgs = []
         if pretrain and pretrain.get("history"):
-            imgs.append(("pretrain_loss.png", plots.loss_curves(pretrain["history"]),
+            imgs.append(("pretrain_loss.png", plots.loss_curves(pretrain["history"], unit=unit),
                          "pre-training loss vs tokens"))
         if probes:
             imgs.append(("probes.png", plots.probe_curves(probes, probes[0].get("metric", metric)),
@@ -309,23 +311,12 @@ def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline
     if conf:
         sections.append(("Confusion matrices (best run per start, largest budget)", conf))
     if contamination:
-        body, cls = [], []
-        for c in contamination:
-            ex = "; ".join(f"#{e['id']}: “{e['ngram']}”" for e in c.get("examples", [])[:2])
-            body.append([str(c.get("task", "")), str(c["n"]), str(c["test_examples"]),
-                         str(c["checked"]), str(c["short"]), str(c["affected"]),
-                         f"{100 * c['fraction']:.2f}%", "FLAGGED" if c["flag"] else "ok", ex])
-            cls.append("flag" if c["flag"] else "")
-        sections.append(("Contamination (n-gram overlap of the corpus with test splits)", [
-            ("table", ["task", "n", "test examples", "checked", "too short", "affected",
-                       "affected / checked", "flag", "examples"], body, cls),
-            ("p", "Flagged when more than 1% of checkable test examples share an n-gram with "
-                  "the pre-training corpus; examples shorter than n words cannot be checked.", "")]))
+        sections.append(_contamination_section(contamination))
     if compute:
         body = [[str(c["phase"]), _big(c.get("tokens")), _seconds(c.get("seconds")),
                  _big(c.get("flops"))] for c in compute]
-        sections.append(("Compute", [("table", ["phase", "tokens", "wall time", "FLOPs"], body, []),
-                                     ("img", "compute.png", plots.compute_bars(compute),
+        sections.append(("Compute", [("table", ["phase", unit, "wall time", "FLOPs"], body, []),
+                                     ("img", "compute.png", plots.compute_bars(compute, unit),
                                       "compute per phase")]))
     failed = [r for r in rows if r.get("status") != "ok" or r.get(metric) is None]
     sections.append(("Failed runs", [
@@ -338,6 +329,33 @@ def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline
         sections.append(("Notes", [("ul", list(notes))]))
     sections.append(("Configuration", [("pre", config_yaml or "(not given)")]))
     return f"pretune study: {name}", sections
+
+
+def _contamination_section(contamination: list[dict]) -> tuple[str, list[Block]]:
+    body, cls = [], []
+    if all(c.get("kind") == "image" for c in contamination):
+        for c in contamination:
+            ex = "; ".join(f"test #{e['id']} = pre-training #{e['match']}"
+                           for e in c.get("examples", [])[:3])
+            body.append([str(c.get("task", "")), str(c["test_examples"]), str(c["affected"]),
+                         f"{100 * c['fraction']:.2f}%", "FLAGGED" if c["flag"] else "ok", ex])
+            cls.append("flag" if c["flag"] else "")
+        return ("Contamination (test images also in the pre-training data)", [
+            ("table", ["task", "test images", "also in pre-training", "fraction", "flag",
+                       "examples"], body, cls),
+            ("p", "A test image counts when it is pixel-identical to a pre-training image once "
+                  "both are resized to the task's format; flagged above 1%.", "")])
+    for c in contamination:
+        ex = "; ".join(f"#{e['id']}: “{e['ngram']}”" for e in c.get("examples", [])[:2])
+        body.append([str(c.get("task", "")), str(c["n"]), str(c["test_examples"]),
+                     str(c["checked"]), str(c["short"]), str(c["affected"]),
+                     f"{100 * c['fraction']:.2f}%", "FLAGGED" if c["flag"] else "ok", ex])
+        cls.append("flag" if c["flag"] else "")
+    return ("Contamination (n-gram overlap of the corpus with test splits)", [
+        ("table", ["task", "n", "test examples", "checked", "too short", "affected",
+                   "affected / checked", "flag", "examples"], body, cls),
+        ("p", "Flagged when more than 1% of checkable test examples share an n-gram with "
+              "the pre-training corpus; examples shorter than n words cannot be checked.", "")])
 
 
 def _loss(v: Any, digits: int = 3) -> str:

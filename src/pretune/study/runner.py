@@ -12,6 +12,7 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from pydantic import ValidationError
 
 from pretune.config import (
     FinetuneConfig,
+    ImageFinetuneConfig,
+    ImageStudyConfig,
+    MatrixConfig,
     ModelConfig,
     StrategyConfig,
     StudyConfig,
@@ -66,25 +70,26 @@ def strategy_label(s: StrategyConfig) -> str:
     return s.name
 
 
-def task_label(t: TaskConfig) -> str:
+def task_label(t: Any) -> str:
+    """A task's short name from its ``path`` (TaskConfig or ImageDataConfig)."""
     return Path(t.path.removeprefix("builtin:")).stem.split(".")[0]
 
 
-def _excluded(cfg: StudyConfig, cell: Cell) -> bool:
+def _excluded(cfg: MatrixConfig, cell: Cell) -> bool:
     fields = {"task": cell.task, "start": cell.start, "strategy": cell.strategy,
               "budget": cell.budget_label}
     return any(all(str(v) == fields[k] for k, v in rule.items()) for rule in cfg.exclude)
 
 
-def plan_cells(cfg: StudyConfig) -> list[Cell]:
+def plan_cells(cfg: MatrixConfig) -> list[Cell]:
     """The matrix, less ``exclude``d cells. Zero-shot prompting trains nothing, so it runs once
     per task and start."""
     return [c for c in _all_cells(cfg) if not _excluded(cfg, c)]
 
 
-def _all_cells(cfg: StudyConfig) -> list[Cell]:
+def _all_cells(cfg: MatrixConfig) -> list[Cell]:
     cells: list[Cell] = []
-    for task in cfg.tasks:
+    for task in cfg.tasks:  # every MatrixConfig subclass has tasks
         tname = task_label(task)
         for start in cfg.starts:
             for si, strat in enumerate(cfg.strategies):
@@ -121,7 +126,8 @@ def _start_model(cfg: StudyConfig, start: str, checkpoints: dict[str, Path]) -> 
     return base.model_copy(update={"name": start}), None
 
 
-def start_finetune(cfg: StudyConfig, start: str) -> FinetuneConfig:
+def start_finetune(cfg: StudyConfig | ImageStudyConfig, start: str
+                   ) -> FinetuneConfig | ImageFinetuneConfig:
     """The study's fine-tuning defaults with ``start_finetune[start]`` applied: a sweep's tuned
     optimiser settings (sweep dir or best.yaml) or an explicit mapping."""
     extra = cfg.start_finetune.get(start)
@@ -136,7 +142,7 @@ def start_finetune(cfg: StudyConfig, start: str) -> FinetuneConfig:
         extra = {"optim": best["optim"]}
     merged = deep_merge(cfg.finetune.model_dump(mode="json"), extra)
     try:
-        return FinetuneConfig.model_validate(merged)
+        return type(cfg.finetune).model_validate(merged)
     except ValidationError as e:
         raise PretuneError(format_validation_error(e, f"study start_finetune.{start}")) from None
 
@@ -173,10 +179,41 @@ def _flatten(cell: Cell, result: Any, labels: list[str]) -> dict[str, Any]:
     return row
 
 
-def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
-    """Run (or resume) the whole study; returns the report directory ``runs/<name>``."""
+@dataclass
+class Setup:
+    """What a modality hands the matrix: a cell runner and the report's extra sections."""
+
+    run_cell: Callable[[Cell], tuple[Any, list[str]]]  # cell -> (FinetuneResult, label names)
+    pretrain: dict | None = None
+    probes: list[dict] | None = None
+    contamination: list[dict] | None = None
+
+
+def _text_setup(cfg: StudyConfig, out: Path, phases: list[Phase]) -> Setup:
+    """Prepare, pre-train, probes and contamination; cells run ``finetune`` on shared tasks."""
     from pretune.data.labeled import load_task
     from pretune.finetune.run import finetune
+
+    checkpoints, pretrain_info, prep_dir = run_pretraining(cfg, out, phases)
+    starts = {s: _start_model(cfg, s, checkpoints) for s in cfg.starts}  # bad starts fail here
+    tasks = {task_label(t): t for t in cfg.tasks}
+    loaded = {name: load_task(t) for name, t in tasks.items()}
+    contamination = contamination_for_tasks(cfg, prep_dir, loaded) if prep_dir else None
+    probes = run_probes(cfg, out, checkpoints, loaded, phases) if cfg.probes else None
+    features_cache: dict = {}
+
+    def run_cell(cell: Cell) -> tuple[Any, list[str]]:
+        model, tok = starts[cell.start]
+        ft_cfg = _cell_config(cfg, cell, tasks[cell.task], model, tok, out)
+        result = finetune(ft_cfg, overwrite=True, task=loaded[cell.task],
+                          features_cache=features_cache)
+        return result, loaded[cell.task].labels
+
+    return Setup(run_cell, pretrain_info, probes, contamination)
+
+
+def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> Path:
+    """Run (or resume) the whole study; returns the report directory ``runs/<name>``."""
     from pretune.study.report import write_report
 
     out = Path(cfg.output_dir) / cfg.name
@@ -195,17 +232,16 @@ def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
     t_study = time.perf_counter()
     phases: list[Phase] = []
     notes: list[str] = []
+    if isinstance(cfg, ImageStudyConfig):
+        from pretune.study.vision import image_setup
 
-    checkpoints, pretrain_info, prep_dir = run_pretraining(cfg, out, phases)
-    tasks = {task_label(t): t for t in cfg.tasks}
-    loaded = {name: load_task(t) for name, t in tasks.items()}
-
-    contamination = contamination_for_tasks(cfg, prep_dir, loaded) if prep_dir else None
-    probes = run_probes(cfg, out, checkpoints, loaded, phases) if cfg.probes else None
+        setup = image_setup(cfg, out, phases)
+    else:
+        setup = _text_setup(cfg, out, phases)
 
     cells = plan_cells(cfg)
     rows: list[dict[str, Any]] = []
-    features_cache: dict = {}
+    metric = _metric_name(cfg)
     for i, cell in enumerate(cells, 1):
         path = cells_dir / f"{cell.key}.json"
         if path.exists():
@@ -215,14 +251,11 @@ def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
             if row.get("status") == "ok":
                 rows.append(row)
                 continue
-        model, tok = _start_model(cfg, cell.start, checkpoints)
-        ft_cfg = _cell_config(cfg, cell, tasks[cell.task], model, tok, out)
         row = None
         for attempt in range(cfg.retries + 1):
             t0 = time.perf_counter()
             try:
-                result = finetune(ft_cfg, overwrite=True, task=loaded[cell.task], features_cache=features_cache)
-                row = _flatten(cell, result, loaded[cell.task].labels)
+                row = _flatten(cell, *setup.run_cell(cell))
                 break
             except PretuneError as e:  # a user-facing problem: retrying won't help
                 row = _failed(cell, str(e), t0)
@@ -234,9 +267,9 @@ def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
         assert row is not None
         _atomic_write_json(path, row)
         rows.append(row)
-        score = row.get(_metric_name(cfg), float("nan"))
+        score = row.get(metric, float("nan"))
         print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | {cell.budget_label} | "
-              f"seed {cell.seed}: {row['status']} {_metric_name(cfg)}={score:.3f} ({row['seconds']:.0f}s)",
+              f"seed {cell.seed}: {row['status']} {metric}={score:.3f} ({row['seconds']:.0f}s)",
               flush=True)
     # every cell's own time, so a rerun that reuses finished cells still reports their cost
     spent = sum(float(r.get("seconds") or 0.0) for r in rows)
@@ -247,8 +280,8 @@ def run_study(cfg: StudyConfig, overwrite: bool = False) -> Path:
         notes.append(f"{len(failed)} of {len(rows)} cells failed; they are listed in the report and results.csv")
     notes.append(f"study wall time: {time.perf_counter() - t_study:.0f} s (this invocation)")
     paths = write_report(
-        out, name=cfg.name, results=rows, metric=_metric_name(cfg), pretrain=pretrain_info,
-        probes=probes, contamination=contamination,
+        out, name=cfg.name, results=rows, metric=metric, pretrain=setup.pretrain,
+        probes=setup.probes, contamination=setup.contamination,
         compute=[p.as_dict() for p in phases], config_yaml=dump_yaml(cfg), notes=notes,
     )
     print(f"report: {paths['html']}")
@@ -272,8 +305,8 @@ def _failed(cell: Cell, error: str, t0: float) -> dict[str, Any]:
     }
 
 
-def _metric_name(cfg: StudyConfig) -> str:
+def _metric_name(cfg: StudyConfig | ImageStudyConfig) -> str:
     return "macro_f1" if cfg.finetune.metric == "auto" else cfg.finetune.metric
 
 
-__all__ = ["Cell", "plan_cells", "run_study", "start_finetune"]
+__all__ = ["Cell", "Setup", "plan_cells", "run_study", "start_finetune", "task_label"]
