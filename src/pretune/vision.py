@@ -212,6 +212,10 @@ def pretrain_images(cfg: ImagePretrainConfig, overwrite: bool = False, resume: b
                  evaluate=evaluate if has_eval else None, metric=metric if has_eval else None,
                  mode=metric_mode(metric), restore_best=has_eval, save_fn=export, resume=resume,
                  tokens_per_batch=_images)
+    if result.stopped_reason == "interrupted":  # SIGINT/SIGTERM: a checkpoint, not a model
+        print(f"interrupted at step {result.steps}; checkpoint {result.last_checkpoint}; "
+              "continue with --resume")
+        raise KeyboardInterrupt
     export(net, out / "model")
     last = next((h for h in reversed(result.history) if h["kind"] == "eval"), {})
     metrics = {k: v for k, v in last.items() if k not in ("kind", "step", "tokens")}
@@ -259,7 +263,7 @@ def finetune_images(cfg: ImageFinetuneConfig, overwrite: bool = False, *,
     torch.manual_seed(cfg.train.seed)  # the new head and random-init starts depend on the seed
     model = load_image_model(cfg.model, task.labels, task.image_size, task.channels, cfg.keep_head)
     plan = apply_image_strategy(model, cfg.strategy, cfg.optim)
-    steps, val_probs = 0, None
+    steps, val_probs, stopped = 0, None, ""
     if plan.sklearn:
         x = {s: image_features(model, getattr(task, s).x) for s in ("train", "val", "test")}
         y_val = task.val.y.tolist() if len(task.val) else []
@@ -280,7 +284,7 @@ def finetune_images(cfg: ImageFinetuneConfig, overwrite: bool = False, *,
                      tokens_per_batch=_images)
         # Best weights are restored in memory; a fine-tune run is not resumable: drop checkpoints.
         shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)
-        steps, trainable = int(result.steps), plan.trainable_params
+        steps, trainable, stopped = int(result.steps), plan.trainable_params, result.stopped_reason
         test_probs = image_outputs(model, task.test.x)
         if len(task.val):
             val_probs = image_outputs(model, task.val.x)
@@ -288,7 +292,8 @@ def finetune_images(cfg: ImageFinetuneConfig, overwrite: bool = False, *,
     val_m = classification_metrics(task.val.y, val_probs, task.labels) if val_probs is not None \
         else {}
     seconds = time.perf_counter() - t0
-    res = ImageFinetuneResult(test_m, val_m, out, seconds, len(task.train), trainable, steps)
+    res = ImageFinetuneResult(test_m, val_m, out, seconds, len(task.train), trainable, steps,
+                              stopped)
     if cfg.save_model and not plan.sklearn:
         path = save_image_model(model, out / "model", task.image_size, task.channels,
                                 {"border": cfg.data.border, "start": cfg.model.name})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+from pathlib import Path
 
 import pytest
 from transformers import AutoModelForImageClassification
@@ -27,7 +30,7 @@ strategies:
 budgets: [20, 40]
 seeds: [0, 1]
 finetune:
-  train: {epochs: null, max_steps: 4, eval_every: 4, batch_size: 16}
+  train: {epochs: null, max_steps: 4, eval_every: 2, batch_size: 16}
 """
 
 
@@ -41,8 +44,37 @@ def vision_cfg(tmp_path, monkeypatch) -> ImageStudyConfig:
     return cfg
 
 
-def test_image_study_end_to_end_and_rerun_skips(vision_cfg, capsys):
+def _interrupt_fit_call(monkeypatch, n: int) -> None:
+    """The n-th training run gets a real SIGINT at its first evaluation (Ctrl-C mid-cell)."""
+    import pretune.train.loop as loop
+
+    real, calls = loop.fit, {"n": 0}
+
+    def fit(*args, **kwargs):
+        calls["n"] += 1
+        evaluate = kwargs.get("evaluate")
+        if calls["n"] == n and evaluate is not None:
+            def interrupting(model):
+                os.kill(os.getpid(), signal.SIGINT)  # the loop's handler turns it into a stop flag
+                return evaluate(model)
+
+            kwargs["evaluate"] = interrupting
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "fit", fit)
+
+
+def test_image_study_end_to_end_interrupt_and_rerun(vision_cfg, capsys, monkeypatch):
+    with monkeypatch.context() as m:
+        _interrupt_fit_call(m, 3)  # fit 1 is pre-training; fits 2 and 3 are the first two cells
+        with pytest.raises(KeyboardInterrupt):
+            run_study(vision_cfg)
+    out = vision_cfg.output_dir + "/" + vision_cfg.name
+    assert len(list((Path(out) / "cells").glob("*.json"))) == 1  # the cut-short cell is not kept
+    assert "interrupted; finished cells are kept" in capsys.readouterr().out
+
     out = run_study(vision_cfg)
+    assert "[1/" not in capsys.readouterr().out  # the finished cell was reused
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == len(plan_cells(vision_cfg)) == 2 * 2 * 2 * 2
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows if r["status"] != "ok"]

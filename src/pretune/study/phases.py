@@ -56,6 +56,9 @@ def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Ph
         resume = latest_checkpoint(run_dir / "checkpoints") is not None
         print(f"== {label}: {'resuming' if resume else 'starting'} ({pcfg.model.name}) ==", flush=True)
         pretrain(pcfg, resume=resume, overwrite=not resume)
+        if not (final / "config.json").exists():  # SIGINT/SIGTERM: checkpointed, not finished
+            print(f"{label} interrupted; run the same study command again to resume it")
+            raise KeyboardInterrupt
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     phases.append(Phase(label, summary.get("tokens"), float(summary.get("seconds", 0.0)), summary.get("flops")))
     return final

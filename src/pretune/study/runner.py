@@ -242,35 +242,12 @@ def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> P
     cells = plan_cells(cfg)
     rows: list[dict[str, Any]] = []
     metric = _metric_name(cfg)
-    for i, cell in enumerate(cells, 1):
-        path = cells_dir / f"{cell.key}.json"
-        if path.exists():
-            row = json.loads(path.read_text())
-            if row.get("budget_label") == ZERO_SHOT:
-                row["budget"] = 0  # cells written by an older pretune carried the train size
-            if row.get("status") == "ok":
-                rows.append(row)
-                continue
-        row = None
-        for attempt in range(cfg.retries + 1):
-            t0 = time.perf_counter()
-            try:
-                row = _flatten(cell, *setup.run_cell(cell))
-                break
-            except PretuneError as e:  # a user-facing problem: retrying won't help
-                row = _failed(cell, str(e), t0)
-                break
-            except Exception as e:  # noqa: BLE001 - a crashed cell is reported, never dropped
-                row = _failed(cell, f"{type(e).__name__}: {e}", t0)
-                (cells_dir / f"{cell.key}.traceback.txt").write_text(traceback.format_exc())
-                print(f"  cell {cell.key} crashed (attempt {attempt + 1}): {row['error']}")
-        assert row is not None
-        _atomic_write_json(path, row)
-        rows.append(row)
-        score = row.get(metric, float("nan"))
-        print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | {cell.budget_label} | "
-              f"seed {cell.seed}: {row['status']} {metric}={score:.3f} ({row['seconds']:.0f}s)",
-              flush=True)
+    try:
+        _run_cells(cfg, cells, cells_dir, setup, rows, metric)
+    except KeyboardInterrupt:
+        print(f"study {cfg.name} interrupted; finished cells are kept, run the same command "
+              "again to resume", flush=True)
+        raise
     # every cell's own time, so a rerun that reuses finished cells still reports their cost
     spent = sum(float(r.get("seconds") or 0.0) for r in rows)
     phases.append(Phase("fine-tuning matrix", tokens=None, seconds=spent, flops=None))
@@ -286,6 +263,43 @@ def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> P
     )
     print(f"report: {paths['html']}")
     return out
+
+
+def _run_cells(cfg: MatrixConfig, cells: list[Cell], cells_dir: Path, setup: Setup,
+               rows: list[dict[str, Any]], metric: str) -> None:
+    """Run (or reuse) every cell, appending its row; each finished cell is written atomically."""
+    for i, cell in enumerate(cells, 1):
+        path = cells_dir / f"{cell.key}.json"
+        if path.exists():
+            row = json.loads(path.read_text())
+            if row.get("budget_label") == ZERO_SHOT:
+                row["budget"] = 0  # cells written by an older pretune carried the train size
+            if row.get("status") == "ok":
+                rows.append(row)
+                continue
+        row = None
+        for attempt in range(cfg.retries + 1):
+            t0 = time.perf_counter()
+            try:
+                result, labels = setup.run_cell(cell)
+                if getattr(result, "stopped_reason", "") == "interrupted":
+                    raise KeyboardInterrupt  # Ctrl-C cut training short: not a finished cell
+                row = _flatten(cell, result, labels)
+                break
+            except PretuneError as e:  # a user-facing problem: retrying won't help
+                row = _failed(cell, str(e), t0)
+                break
+            except Exception as e:  # noqa: BLE001 - a crashed cell is reported, never dropped
+                row = _failed(cell, f"{type(e).__name__}: {e}", t0)
+                (cells_dir / f"{cell.key}.traceback.txt").write_text(traceback.format_exc())
+                print(f"  cell {cell.key} crashed (attempt {attempt + 1}): {row['error']}")
+        assert row is not None
+        _atomic_write_json(path, row)
+        rows.append(row)
+        score = row.get(metric, float("nan"))
+        print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | {cell.budget_label} | "
+              f"seed {cell.seed}: {row['status']} {metric}={score:.3f} ({row['seconds']:.0f}s)",
+              flush=True)
 
 
 def _row_budget(cell: Cell, train_examples: int) -> int:
