@@ -26,7 +26,7 @@ _LORA_TARGETS: dict[str, list[str]] = {
 }
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     """PEFT -> the HF model it wraps; DDP/compile wrappers -> the module."""
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
@@ -40,7 +40,7 @@ class Backbone:
 
     def __init__(self, model: nn.Module, pooling: Pooling | None = None) -> None:
         self.model = model
-        self.hf = _unwrap(model)
+        self.hf = unwrap(model)
         self.config = self.hf.config
         self.is_decoder = self._is_decoder()
         # Mean pooling suits sentence encoders (MiniLM); decoders see the whole text only at

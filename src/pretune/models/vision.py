@@ -1,5 +1,5 @@
 """Image models by name (ResNet / ViT from ``transformers``), image checkpoints, and one adapter
-API (``ImageBackbone``) with the method names of ``pretune.models.backbone.Backbone``.
+API (``ImageBackbone``, a ``pretune.models.backbone.Backbone``).
 
 Every model is a plain ``*ForImageClassification`` in float32; a saved directory holds
 ``config.json`` + ``model.safetensors`` + ``preprocessor_config.json`` and loads with
@@ -32,6 +32,7 @@ from transformers.models.auto.modeling_auto import (
 
 from pretune.config import ModelConfig
 from pretune.errors import PretuneError
+from pretune.models.backbone import Backbone, unwrap
 
 IMAGE_FILE = "pretune_image.json"  # image_size / channels / border the model was trained on
 
@@ -76,7 +77,7 @@ def is_image_arch(name: str) -> bool:
 
 def is_image_model(model: nn.Module) -> bool:
     """True for HF vision models (their configs have ``num_channels``), PEFT-wrapped or not."""
-    return hasattr(getattr(_unwrap(model), "config", None), "num_channels")
+    return hasattr(getattr(unwrap(model), "config", None), "num_channels")
 
 
 def _labels_kwargs(labels: list[str]) -> dict[str, Any]:
@@ -272,27 +273,11 @@ def save_image_model(model: nn.Module, path: Path, image_size: int, channels: in
 # --------------------------------------------------------------------------- adapter
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
+class ImageBackbone(Backbone):
+    """``Backbone`` for HF image classifiers: only where the blocks, the stem and the pooled
+    features live differ (``head``, ``layer_groups`` and ``num_layers`` are inherited).
 
-
-class ImageBackbone:
-    """Uniform view of an HF image classifier: encoder, stem, blocks, head, pooled features.
-
-    Same method names as ``Backbone``; ResNet blocks are the residual blocks of all stages."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.hf = _unwrap(model)
-        self.config = self.hf.config
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.hf.base_model  # ResNetModel / ViTModel
+    ResNet blocks are the residual blocks of all stages; ViT blocks its transformer layers."""
 
     def embeddings(self) -> nn.Module:
         enc = self.encoder
@@ -305,44 +290,17 @@ class ImageBackbone:
             return [blk for stage in enc.encoder.stages for blk in stage.layers]
         if isinstance(getattr(enc, "layers", None), nn.ModuleList):  # ViT (transformers 5)
             return list(enc.layers)
-        if hasattr(enc, "encoder") and hasattr(enc.encoder, "layer"):  # ViT (transformers 4)
-            return list(enc.encoder.layer)
-        n = getattr(self.config, "num_hidden_layers", None)
-        for module in enc.modules():
-            if isinstance(module, nn.ModuleList) and len(module) == n:
-                return list(module)
-        raise PretuneError(f"cannot find the blocks of {type(self.hf).__name__}; image strategies "
-                           "other than full fine-tuning support ResNet and ViT")
-
-    def head(self) -> nn.Module | None:
-        enc = self.encoder
-        parts = [m for m in self.hf.children() if m is not enc and any(True for _ in m.parameters())]
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else nn.ModuleList(parts)
+        try:
+            return super().layers()  # ViT (transformers 4: encoder.layer) and the generic search
+        except ValueError:
+            raise PretuneError(f"cannot find the blocks of {type(self.hf).__name__}; image "
+                               "strategies other than full fine-tuning support ResNet and ViT"
+                               ) from None
 
     @property
     def hidden_size(self) -> int:
         sizes = getattr(self.config, "hidden_sizes", None)
         return int(sizes[-1]) if sizes else int(self.config.hidden_size)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers())
-
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        """[stem, block 0, ..., block L-1, rest (final norm + head)]; each parameter once."""
-        seen: set[int] = set()
-
-        def take(params: Any) -> list[nn.Parameter]:
-            out = [p for p in params if id(p) not in seen]
-            seen.update(id(p) for p in out)
-            return out
-
-        groups = [take(self.embeddings().parameters())]
-        groups += [take(layer.parameters()) for layer in self.layers()]
-        groups.append(take(self.hf.parameters()))
-        return groups
 
     def lora_targets(self) -> list[str]:
         names = set()
@@ -352,7 +310,7 @@ class ImageBackbone:
                     names.add(name.rsplit(".", 1)[-1])
         return sorted(names)
 
-    def encode(self, pixel_values: Tensor) -> Tensor:
+    def encode(self, pixel_values: Tensor) -> Tensor:  # type: ignore[override]
         """Pooled features (B, H): what the classifier sees (ResNet: global average pool;
         ViT: the final-LayerNorm CLS token)."""
         out = self.encoder(pixel_values=pixel_values)
