@@ -297,7 +297,7 @@ def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline
         imgs = []
         if pretrain and pretrain.get("history"):
             imgs.append(("pretrain_loss.png", plots.loss_curves(pretrain["history"], unit=unit),
-                         "pre-training loss vs tokens"))
+                         f"pre-training loss vs {unit}"))
         if probes:
             imgs.append(("probes.png", plots.probe_curves(probes, probes[0].get("metric", metric)),
                          "probe score vs tokens"))
