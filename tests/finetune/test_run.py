@@ -139,3 +139,20 @@ def test_on_evaluate_sees_every_validation_and_can_stop_training(make_cfg):
 
     with pytest.raises(Prune):  # a sweep's pruner raises from the hook; nothing swallows it
         finetune(cfg, overwrite=True, on_evaluate=prune)
+
+
+def test_linear_probe_notes_a_pooler_the_checkpoint_never_trained(make_cfg, tiny_bert,
+                                                                   wordpiece_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from pretune.models.registry import load_model
+
+    mlm_dir = tmp_path / "mlm"  # an MLM-only checkpoint: BertForMaskedLM has no pooler
+    load_model(tiny_bert, "mlm", AutoTokenizer.from_pretrained(wordpiece_dir)).save_pretrained(
+        mlm_dir)
+    probe = make_cfg(model=tiny_bert.model_copy(update={"name": str(mlm_dir), "overrides": {}}),
+                     strategy=StrategyConfig(name="linear-probe"), save_model=False)
+    finetune(probe)
+    assert "no trained pooler" in capsys.readouterr().err
+    finetune(probe.model_copy(update={"strategy": StrategyConfig(name="full")}), overwrite=True)
+    assert "no trained pooler" not in capsys.readouterr().err  # full training trains it

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -175,6 +176,26 @@ def _load(cfg: FinetuneConfig, task: LabeledTask, kind: str) -> tuple[nn.Module,
     return model, tokenizer
 
 
+def _fresh_pooler(model: nn.Module, cfg: FinetuneConfig) -> bool:
+    """True when the classifier reads a pooler (BERT's [CLS] dense + tanh) that the start
+    checkpoint does not contain: an MLM-only pre-training never trains [CLS] or the pooler."""
+    from safetensors import safe_open
+
+    from pretune.models.backbone import unwrap
+    from pretune.models.registry import resolve_start
+
+    if getattr(unwrap(model).base_model, "pooler", None) is None:
+        return False
+    how, where = resolve_start(cfg.model.name)
+    if how == "arch":
+        return False  # random init: every weight is fresh anyway
+    for f in Path(where).glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            if any("pooler." in k for k in st.keys()):  # noqa: SIM118 - safe_open has no __iter__
+                return False
+    return True
+
+
 def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: LabeledTask | None = None,
              features_cache: dict | None = None,
              on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
@@ -249,6 +270,11 @@ def _run_loop(cfg: FinetuneConfig, task: LabeledTask, out: Path, device: torch.d
     from pretune.train.loop import fit
 
     model, tokenizer = _load(cfg, task, "classify")
+    if cfg.strategy.name == "linear-probe" and _fresh_pooler(model, cfg):
+        print(f"note: {cfg.model.name} has no trained pooler (masked-LM pre-training), so this "
+              "linear probe's head reads the [CLS] token through a freshly initialised pooler "
+              "and sees little signal; strategy.sklearn=true probes mean-pooled features "
+              "instead", file=sys.stderr)
     plan = apply_strategy(model, cfg.strategy, cfg.optim)
     enc = encode(tokenizer, task.train.texts, task.train.pairs, cfg.task.max_length)
     batches = LabeledBatches(
