@@ -124,6 +124,14 @@ def test_start_finetune_from_a_mapping_and_from_a_sweep_best_yaml(study_cfg, tmp
     bad = study_cfg.model_copy(update={"start_finetune": {"scratch": {"optim": {"lrr": 1}}}})
     with pytest.raises(PretuneError, match="start_finetune.scratch.*optim.lrr"):
         start_finetune(bad, "scratch")
+    # per-start settings are part of that start's cell keys, so changing them re-runs its cells
+    keys = {c.start: c.key for c in plan_cells(cfg.model_copy(update={
+        "starts": ["scratch", "pretrained", "builtin:minilm"]}))}
+    assert "__ft-" not in keys["scratch"] and "__ft-" in keys["pretrained"]
+    changed = cfg.model_copy(update={"starts": ["pretrained"], "start_finetune": {
+        "pretrained": {"optim": {"lr": 1.0e-4}}}})
+    assert plan_cells(changed)[0].key != next(
+        c.key for c in plan_cells(cfg.model_copy(update={"starts": ["pretrained"]})))
     (best / "best.yaml").write_text("name: x\n")
     with pytest.raises(PretuneError, match="no `optim` section"):
         start_finetune(cfg, "builtin:minilm")

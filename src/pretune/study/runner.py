@@ -28,6 +28,7 @@ from pretune.config import (
     StrategyConfig,
     StudyConfig,
     TaskConfig,
+    config_hash,
     deep_merge,
     dump_yaml,
     format_validation_error,
@@ -55,11 +56,13 @@ class Cell:
     budget: int | None  # None = all training examples
     budget_label: str
     seed: int
+    settings: str = ""  # hash of the start's `start_finetune` settings ("" = study defaults)
 
     @property
     def key(self) -> str:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.start)
-        return f"{self.task}__{safe}__{self.strategy}__{self.budget_label}__s{self.seed}"
+        tag = f"__ft-{self.settings}" if self.settings else ""
+        return f"{self.task}__{safe}__{self.strategy}__{self.budget_label}__s{self.seed}{tag}"
 
 
 def strategy_label(s: StrategyConfig) -> str:
@@ -89,18 +92,24 @@ def plan_cells(cfg: MatrixConfig) -> list[Cell]:
 
 def _all_cells(cfg: MatrixConfig) -> list[Cell]:
     cells: list[Cell] = []
+    # A start with its own fine-tuning settings gets them in its cell keys: changing them
+    # re-runs that start's cells instead of silently reusing results of the old settings.
+    tags = {s: config_hash(start_finetune(cfg, s))[:8] if s in cfg.start_finetune else ""
+            for s in cfg.starts}
     for task in cfg.tasks:  # every MatrixConfig subclass has tasks
         tname = task_label(task)
         for start in cfg.starts:
             for si, strat in enumerate(cfg.strategies):
                 label = strategy_label(strat)
                 if strat.name == "prompt" and not strat.few_shot:
-                    cells.append(Cell(tname, start, label, si, None, ZERO_SHOT, cfg.seeds[0]))
+                    cells.append(Cell(tname, start, label, si, None, ZERO_SHOT, cfg.seeds[0],
+                                      tags[start]))
                     continue
                 for budget in cfg.budgets:
                     b = None if budget == "all" else int(budget)
                     for seed in cfg.seeds:
-                        cells.append(Cell(tname, start, label, si, b, str(budget), seed))
+                        cells.append(Cell(tname, start, label, si, b, str(budget), seed,
+                                          tags[start]))
     return cells
 
 
