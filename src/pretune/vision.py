@@ -20,7 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pretune.config import ImageFinetuneConfig, ImagePretrainConfig, OptimConfig, StrategyConfig
+from pretune.config import (
+    IMAGE_STRATEGIES,
+    ImageFinetuneConfig,
+    ImagePretrainConfig,
+    OptimConfig,
+    StrategyConfig,
+)
 from pretune.data.images import (
     ImageBatches,
     ImageSet,
@@ -140,9 +146,9 @@ def apply_image_strategy(model: nn.Module, cfg: StrategyConfig, optim: OptimConf
     groups come from ``ImageBackbone`` for image models); text-only strategies are refused."""
     from pretune.finetune.strategies import apply_strategy
 
-    if cfg.name in ("lora", "prompt"):
-        raise PretuneError(f"strategy.name={cfg.name} is for text models; image models support full, "
-                           "linear-probe, partial, gradual and llrd")
+    if cfg.name not in IMAGE_STRATEGIES:
+        raise PretuneError(f"strategy.name={cfg.name} is for text models; image models support "
+                           f"{', '.join(IMAGE_STRATEGIES)}")
     return apply_strategy(model, cfg, optim)
 
 
