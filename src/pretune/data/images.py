@@ -21,6 +21,7 @@ from torch import Tensor
 
 from pretune.config import ImageAugmentConfig, ImageDataConfig
 from pretune.errors import PretuneError
+from pretune.train.stream import EpochCursor
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MEAN, STD = 0.5, 0.5  # pixel normalisation (also written to preprocessor_config.json)
@@ -373,7 +374,7 @@ def apply_image_budget(task: ImageTask, budget: int | None, seed: int) -> ImageT
 # --------------------------------------------------------------------------- batches
 
 
-class ImageBatches:
+class ImageBatches(EpochCursor):
     """Training batches for ``pretune.train.loop.fit`` (resumable, deterministic per seed).
 
     Yields ``pixel_values`` (B, C, S, S) normalised, and ``labels``: (B,) class ids, or (B, K)
@@ -393,16 +394,6 @@ class ImageBatches:
         full, rest = divmod(n, self.batch_size)
         # A last batch of one image is dropped: BatchNorm cannot train on it, NT-Xent neither.
         return full + (1 if rest > 1 else 0)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self.position = epoch, 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         from pretune.data.augment import augment_images, mix_batch

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from pretune.config import AugmentConfig
+from pretune.train.stream import EpochCursor
 
 MEGA_BATCHES = 50
 
@@ -69,7 +70,7 @@ def label_tensor(labels: list[Any], task_type: str) -> torch.Tensor:
     return torch.tensor(labels, dtype=torch.float32)  # (B, C) multi-hot or (B,) targets
 
 
-class LabeledBatches:
+class LabeledBatches(EpochCursor):
     """Iterable of training batches for ``pretune.train.loop.fit`` (resumable)."""
 
     def __init__(self, enc: Encoded, labels: list[Any], task_type: str, batch_size: int,
@@ -84,16 +85,6 @@ class LabeledBatches:
 
     def __len__(self) -> int:
         return -(-len(self.enc) // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self.position = epoch, 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
     def order(self, epoch: int) -> list[np.ndarray]:
         """Batches (example indices) of one epoch: length-grouped, randomly ordered."""

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from pretune.errors import PretuneError
 from pretune.models.heads import sparse_mlm_loss
+from pretune.train.stream import EpochCursor
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def mask_tokens(ids: np.ndarray, spec: MaskingSpec, rng: np.random.Generator
     return out.reshape(ids.shape), labels.reshape(ids.shape), np.flatnonzero(chosen)
 
 
-class BlockBatches:
+class BlockBatches(EpochCursor):
     """Batches of packed fixed-length blocks for MLM or CLM, with exact resume and DDP shards.
 
     MLM block: ``[CLS] + T-1 stream tokens``; CLM block: ``T`` stream tokens (labels are the
@@ -138,13 +139,8 @@ class BlockBatches:
     def __len__(self) -> int:
         return self.per_rank // self.batch_size
 
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self.position = epoch, 0
-
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "n_blocks": self.n_blocks, "world_size": self.world_size}
+        return {**super().state_dict(), "n_blocks": self.n_blocks, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["n_blocks"] != self.n_blocks or state.get("world_size", 1) != self.world_size:
