@@ -16,11 +16,12 @@ import time
 
 import torch
 
-from pretune.config import LoopConfig, ModelConfig, OptimConfig, TaskConfig
+from pretune.config import FinetuneConfig, LoopConfig, ModelConfig, OptimConfig, TaskConfig
+from pretune.data.batches import LabeledBatches, encode
 from pretune.data.labeled import load_task
-from pretune.finetune.batches import LabeledBatches, encode
-from pretune.finetune.run import PROBLEM_TYPES, loss_function
 from pretune.models.registry import load_model, load_tokenizer_for
+from pretune.tasks import KINDS
+from pretune.tasks.text_classification import PROBLEM_TYPES
 from pretune.train.loop import fit
 
 SPEC = ModelConfig(name="builtin:minilm")
@@ -41,7 +42,8 @@ def ours(task, tokenizer, steps: int, bs: int, max_length: int, device: str) -> 
     optim = OptimConfig(lr=5e-5, betas=(0.9, 0.999), warmup_steps=0)
     t0 = time.perf_counter()
     # out_dir=None: no checkpoint writes (the Trainer side runs with save_strategy="no")
-    fit(model, loss_function(task, False), batches, loop, optim, None)
+    loss = KINDS["text-classification"].loss_fn(task, FinetuneConfig())
+    fit(model, loss, batches, loop, optim, None)
     seconds = time.perf_counter() - t0
     return steps * bs / seconds
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pretune.config import (
-    ImageFinetuneConfig,
+    FinetuneConfig,
     ImagePretrainConfig,
     ImageStudyConfig,
     StudyConfig,
@@ -32,10 +32,12 @@ def test_study_configs_validate_and_plan(name):
 def test_vision_quickstart_sections_validate():
     path = CONFIGS / "vision-quickstart.yaml"
     assert load_config(ImagePretrainConfig, path, section="pretrain").data.path == "builtin:mnist-5k"
-    assert load_config(ImageFinetuneConfig, path, section="finetune").data.path == "builtin:digits"
+    ft = load_config(FinetuneConfig, path, section="finetune")
+    assert ft.task.kind == "image-classification" and ft.task.path == "builtin:digits"
+    assert ft.optim.lr == 1e-3 and ft.model.name.endswith("pretrain/model")
     study = load_study_config(path)
     assert isinstance(study, ImageStudyConfig)
-    assert [t.path for t in study.tasks] == ["builtin:digits"]  # from finetune.data
+    assert [t.path for t in study.tasks] == ["builtin:digits"]  # from finetune.task
     cells = plan_cells(study)
     assert {c.start for c in cells} == {"scratch", "pretrained"}
     assert len(cells) == 2 * len(study.strategies) * len(study.budgets) * len(study.seeds)

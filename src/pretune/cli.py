@@ -54,24 +54,27 @@ def pretrain(*args: str, resume: bool = False, overwrite: bool = False) -> None:
 
 
 def finetune(*args: str, overwrite: bool = False) -> None:
-    """Fine-tune a starting model on a labeled task with a chosen strategy.
+    """Fine-tune a starting model on a labeled task of any kind with a chosen strategy.
 
-    ARGS: an optional YAML file, then key=value overrides of FinetuneConfig, e.g.
-    `pretune finetune model.name=builtin:minilm task.path=builtin:rotten-tomatoes
-    strategy.name=lora`. Output: runs/<name>/ (model dir, metrics.json).
+    ARGS: an optional YAML file (its `finetune:` section if it has one), then key=value
+    overrides of FinetuneConfig, e.g. `pretune finetune model.name=builtin:minilm
+    task.path=builtin:rotten-tomatoes strategy.name=lora`. The task kind is `task.kind`
+    (text-classification, image-classification), inferred from the data when omitted.
+    Output: runs/<name>/ (model dir, metrics.json).
     """
     from pretune.config import FinetuneConfig, load_config
     path, overrides = _split_config(list(args))
-    cfg = load_config(FinetuneConfig, path, overrides)  # validate before heavy imports
+    cfg = load_config(FinetuneConfig, path, overrides, section="finetune")  # validate first
     from pretune.finetune.run import finetune as run
 
     run(cfg, overwrite=overwrite)
 
 
 def evaluate(model_dir: str, data: str, *overrides: str) -> None:
-    """Evaluate a fine-tuned model directory on a labeled file (or builtin task's test split).
+    """Evaluate a fine-tuned model directory (any task kind) on labeled data: a file, an image
+    folder / .npz, or a builtin task's test split.
 
-    OVERRIDES: key=value settings of the task (text_field=..., label_field=...).
+    OVERRIDES: key=value settings of the task (text_field=..., label_field=..., image_size=...).
     Prints the metrics table and writes <model_dir>/eval-<data name>.json.
     """
     from pretune.finetune.predict import evaluate as run
@@ -80,9 +83,11 @@ def evaluate(model_dir: str, data: str, *overrides: str) -> None:
 
 
 def predict(model_dir: str, input: str, *overrides: str, output: str = "predictions.csv") -> None:
-    """Predict labels and probabilities for a CSV/JSONL/parquet file with a fine-tuned model.
+    """Predict with a fine-tuned model: a CSV/JSONL/parquet file of texts, or a folder / .npz
+    of images.
 
-    Writes OUTPUT with the input columns plus `pred` and `prob_<label>` columns.
+    Writes OUTPUT with the input columns (or each image's source) plus `pred` and
+    `prob_<label>` columns.
     """
     from pretune.finetune.predict import predict as run
 
@@ -118,7 +123,7 @@ def pretrain_images(*args: str, resume: bool = False, overwrite: bool = False) -
 
     path, overrides = _split_config(list(args))
     cfg = load_config(ImagePretrainConfig, path, overrides, section="pretrain")
-    from pretune.vision import pretrain_images as run
+    from pretune.train.pretrain_images import pretrain_images as run
 
     res = run(cfg, overwrite=overwrite, resume=resume)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in res.metrics.items() if isinstance(v, float))
@@ -127,21 +132,20 @@ def pretrain_images(*args: str, resume: bool = False, overwrite: bool = False) -
 
 
 def finetune_images(*args: str, overwrite: bool = False) -> None:
-    """Fine-tune an image model (random init, a checkpoint dir or hf:<dir>) on labeled images.
+    """`pretune finetune` with the task kind defaulting to image-classification.
 
     ARGS: an optional YAML file (its `finetune:` section if it has one), then key=value
-    overrides of ImageFinetuneConfig, e.g. `data.budget=50 model.name=resnet-tiny` (scratch).
+    overrides of FinetuneConfig, e.g. `task.budget=50 model.name=resnet-tiny` (scratch).
     Output: runs/<name>/ (model dir, metrics.json).
     """
-    from pretune.config import ImageFinetuneConfig, load_config
+    from pretune.config import FinetuneConfig, load_config
 
     path, overrides = _split_config(list(args))
-    cfg = load_config(ImageFinetuneConfig, path, overrides, section="finetune")
-    from pretune.evaluate.metrics import format_table
-    from pretune.vision import finetune_images as run
+    cfg = load_config(FinetuneConfig, path, overrides, section="finetune",
+                      defaults={"task": {"kind": "image-classification"}})
+    from pretune.finetune.run import finetune as run
 
     res = run(cfg, overwrite=overwrite)
-    print(format_table(res.metrics))
     print(f"{res.train_examples} training images, {res.steps} steps, {res.seconds:.0f} s; "
           f"outputs in {res.out_dir}")
 
@@ -150,7 +154,7 @@ def sweep(*args: str, overwrite: bool = False) -> None:
     """Search fine-tuning hyper-parameters (Optuna TPE/random/grid, optional k-fold CV).
 
     ARGS: a YAML file, then key=value overrides of SweepConfig, e.g.
-    `pretune sweep configs/sweep-lr.yaml n_trials=8`. Trials are scored on validation (or the
+    `pretune sweep configs/sweep-rt.yaml n_trials=8`; `base` is a FinetuneConfig of any kind. Trials are scored on validation (or the
     k-fold CV mean), never on test. Output: runs/<name>/ (optuna.db, trials.csv, best.yaml,
     report.html). Running again resumes an interrupted sweep.
     """

@@ -10,13 +10,15 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from pretune.data.batches import encode
 from pretune.data.labeled import load_task
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import task_metrics
-from pretune.finetune.batches import encode, model_outputs
 from pretune.finetune.predict import evaluate, predict
-from pretune.finetune.run import PROBLEM_TYPES, save_model_dir
+from pretune.finetune.run import save_model_dir
 from pretune.models.registry import load_model
+from pretune.tasks import KINDS
+from pretune.tasks.text_classification import PROBLEM_TYPES, model_outputs
 
 
 @pytest.fixture()
@@ -28,7 +30,9 @@ def model_dir(tmp_path, make_cfg, wordpiece_dir):
     torch.manual_seed(0)
     model = load_model(cfg.model, "classify", tok, num_labels=2,
                        problem_type=PROBLEM_TYPES["single_label"], id2label={0: "fresh", 1: "rotten"})
-    return save_model_dir(model, tok, tmp_path / "model", cfg, task, {"accuracy": 0.5})
+    kind = KINDS["text-classification"]
+    return save_model_dir(tmp_path / "model", lambda p: kind.save(model, tok, p, cfg, task),
+                          "# card\n")
 
 
 def _own_probs(model_dir, texts):

@@ -16,12 +16,12 @@ from pretune.finetune.prompt import (
     check_prompt_task,
     descriptions,
     encode_prompts,
-    has_mlm_head,
     pet_loss_fn,
     prompt_mode,
     verbalizer,
 )
 from pretune.models.registry import load_model
+from pretune.models.start import resolve_start
 
 
 def _task(name: str, labels: list[str], texts: list[str], y: list[int]) -> LabeledTask:
@@ -46,10 +46,11 @@ def test_template_truncates_the_text_not_the_template(wordpiece_dir):
 
 def test_mode_detection_and_defaults(wordpiece_dir, tiny_bert, tiny_gpt):
     minilm = builtin_path("minilm")
-    assert has_mlm_head(minilm) is False  # plain BertModel: cloze would read a random head
+    assert resolve_start(str(minilm)).has_mlm_head is False  # plain BertModel: random MLM head
     tok = AutoTokenizer.from_pretrained(minilm)
-    assert prompt_mode(ModelConfig(name="builtin:minilm"), tok) == "similarity"
-    assert prompt_mode(tiny_bert, tok) == "cloze" and prompt_mode(tiny_gpt, tok) == "clm"
+    assert prompt_mode(resolve_start("builtin:minilm"), tok) == "similarity"
+    assert prompt_mode(resolve_start(tiny_bert.name), tok) == "cloze"
+    assert prompt_mode(resolve_start(tiny_gpt.name), tok) == "clm"
     rt = _task("rotten-tomatoes", ["fresh", "rotten"], ["x"], [0])
     assert verbalizer(rt, StrategyConfig(name="prompt")) == {"fresh": ["great"], "rotten": ["terrible"]}
     topics = _task("topics", ["Arts", "Physical sciences"], ["x"], [0])
@@ -80,7 +81,7 @@ def test_lm_scorers_and_calibration(spec_fixture, tok_fixture, mode, kind, reque
     assert np.allclose(scorer.probs(task.train).mean(0), 0.5, atol=0.1)
     if mode == "cloze":  # PET loss: differentiable, over the verbalizer logits at the mask
         inp = encode_prompts(tok, task.train.texts[:4], "{text} It was [MASK].", mode, 48)
-        from pretune.finetune.batches import collate
+        from pretune.data.batches import collate
 
         batch = {**collate(inp.enc, range(4)), "labels": torch.tensor([0, 1, 0, 1])}
         loss = pet_loss_fn(scorer.ids, tok.mask_token_id)(model, batch)

@@ -10,10 +10,11 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pretune.config import AugmentConfig, StrategyConfig, TaskConfig
+from pretune.data.batches import encode
 from pretune.data.labeled import load_task
 from pretune.errors import PretuneError
-from pretune.finetune.batches import encode, model_outputs
 from pretune.finetune.run import finetune
+from pretune.tasks.text_classification import model_outputs
 
 
 def write_csv(path, rows):

@@ -9,17 +9,11 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pretune.config import ModelConfig, OptimConfig, StrategyConfig
-from pretune.finetune.batches import encode
-from pretune.finetune.strategies import (
-    apply_strategy,
-    count_trainable,
-    export_model,
-    extract_features,
-    fit_sklearn_probe,
-    layer_groups,
-    probe_outputs,
-)
+from pretune.data.batches import encode
+from pretune.finetune.probe import fit_sklearn_probe, probe_outputs
+from pretune.finetune.strategies import apply_strategy, count_trainable, export_model, layer_groups
 from pretune.models.registry import load_model
+from pretune.tasks.text_classification import extract_features
 
 TINY_BERT = ModelConfig(name="bert-tiny", overrides={
     "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,

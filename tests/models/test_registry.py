@@ -17,16 +17,16 @@ from transformers import (
 
 from pretune.config import ModelConfig
 from pretune.errors import PretuneError
+from pretune.models.archs import ARCHS, objective_for
 from pretune.models.registry import (
-    ARCHS,
     build_config,
     count_params,
     flops_per_token,
     load_model,
     load_tokenizer_for,
-    objective_for,
-    resolve_start,
+    non_embedding_params,
 )
+from pretune.models.start import resolve_start
 
 TEXT = [f"the {w} sat on the mat number {i} while it rained" for i in range(50)
         for w in ("cat", "dog", "bird")]
@@ -131,9 +131,14 @@ def test_checkpoint_dir_reloads_with_plain_transformers(wp, tmp_path: Path):
     model = load_model(ModelConfig(name="bert-tiny", overrides=TINY), "mlm", wp)
     model.save_pretrained(tmp_path)
     assert isinstance(AutoModelForMaskedLM.from_pretrained(tmp_path), type(model))
-    assert resolve_start(str(tmp_path)) == ("dir", tmp_path)
-    assert resolve_start(f"hf:{tmp_path}") == ("dir", tmp_path)
-    assert resolve_start("bert-mini") == ("arch", "bert-mini")
+    start = resolve_start(str(tmp_path))
+    assert (start.path, start.arch, start.modality) == (tmp_path, None, "text")
+    assert start.objective == "mlm" and start.has_mlm_head and not start.random_init
+    assert resolve_start(f"hf:{tmp_path}").path == tmp_path
+    arch = resolve_start("bert-mini")
+    assert (arch.arch, arch.family, arch.objective, arch.random_init) == (
+        "bert-mini", "bert", "mlm", True)
+    assert resolve_start("gpt-tiny").objective == "clm"
 
 
 def test_errors(wp, bpe, tmp_path: Path):
@@ -164,14 +169,18 @@ def test_errors(wp, bpe, tmp_path: Path):
 def test_image_models_are_routed_to_the_image_commands(wp, tmp_path: Path):
     from pretune.models.vision import build_image_model, save_image_model
 
+    assert resolve_start("resnet-tiny").modality == "image"
     with pytest.raises(PretuneError, match="resnet-tiny is an image model.*finetune-images"):
-        resolve_start("resnet-tiny")
+        resolve_start("resnet-tiny").require("text")
     with pytest.raises(PretuneError, match="vit-mini is an image model"):
         load_model(ModelConfig(name="vit-mini"), "classify", wp)
     path = save_image_model(build_image_model("resnet-tiny", 2, 16, 1), tmp_path / "img", 16, 1,
                             {})
-    with pytest.raises(PretuneError, match="'resnet' image model.*modality: image"):
+    assert resolve_start(str(path)).modality == "image"
+    with pytest.raises(PretuneError, match="is an image model.*modality: image"):
         load_model(ModelConfig(name=str(path)), "classify", wp)
+    with pytest.raises(PretuneError, match="bert-mini is a text model"):
+        resolve_start("bert-mini").require("image")
 
 
 def test_arch_start_tokenizer_fallback(wp, tmp_path: Path):
@@ -186,7 +195,6 @@ def test_param_count_and_flops(wp):
     model = load_model(ModelConfig(name="bert-mini"), "base", wp)
     cfg = model.config
     n_layers = sum(p.numel() for p in model.encoder.layer.parameters())
-    from pretune.models.registry import non_embedding_params
     assert non_embedding_params(cfg) == n_layers
     assert count_params(model) > n_layers
     assert flops_per_token(cfg, 128) == 6 * n_layers + 12 * 4 * 256 * 128

@@ -66,7 +66,7 @@ def test_overrides_and_bad_names():
         build_image_model("resnet-tiny", 2, 28, 1, {"nope": 1})
     with pytest.raises(PretuneError, match="not a multiple of the ViT patch_size"):
         build_image_model("vit-tiny", 2, 30, 1)
-    with pytest.raises(PretuneError, match="unknown image model"):
+    with pytest.raises(PretuneError, match="unknown model.name 'resnet-huge'"):
         load_image_model(ModelConfig(name="resnet-huge"), LABELS, 28, 1)
     for text in ("bert-mini", "builtin:minilm"):
         with pytest.raises(PretuneError, match=f"{text} is a text model"):
@@ -113,7 +113,7 @@ def test_load_checkpoint_new_head_and_checks(tmp_path):
         load_image_model(spec, LABELS, 32, 1)
     with pytest.raises(PretuneError, match="would change the shape"):
         load_image_model(ModelConfig(name=str(path), overrides={"hidden_size": 8}), LABELS, 16, 1)
-    with pytest.raises(PretuneError, match="not an image classifier"):
+    with pytest.raises(PretuneError, match="is a text model"):
         load_image_model(ModelConfig(name=f"hf:{builtin_path('minilm')}"), LABELS, 16, 1)
     with pytest.raises(PretuneError, match="not found"):
         load_image_model(ModelConfig(name=f"hf:{tmp_path / 'nope'}"), LABELS, 16, 1)

@@ -46,22 +46,27 @@ def vision_cfg(tmp_path, monkeypatch) -> ImageStudyConfig:
 
 def _interrupt_fit_call(monkeypatch, n: int) -> None:
     """The n-th training run gets a real SIGINT at its first evaluation (Ctrl-C mid-cell)."""
-    import pretune.train.loop as loop
+    import dataclasses
 
-    real, calls = loop.fit, {"n": 0}
+    import pretune.finetune.run as finetune_run
+    import pretune.train.pretrain_images as pretrain_images
+    from pretune.train.loop import fit as real
+
+    calls = {"n": 0}
 
     def fit(*args, **kwargs):
         calls["n"] += 1
-        evaluate = kwargs.get("evaluate")
-        if calls["n"] == n and evaluate is not None:
+        evaluation = kwargs.get("evaluate")
+        if calls["n"] == n and evaluation is not None:
             def interrupting(model):
                 os.kill(os.getpid(), signal.SIGINT)  # the loop's handler turns it into a stop flag
-                return evaluate(model)
+                return evaluation.fn(model)
 
-            kwargs["evaluate"] = interrupting
+            kwargs["evaluate"] = dataclasses.replace(evaluation, fn=interrupting)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "fit", fit)
+    for module in (finetune_run, pretrain_images):  # the two callers of the loop here
+        monkeypatch.setattr(module, "fit", fit)
 
 
 def test_image_study_end_to_end_interrupt_and_rerun(vision_cfg, capsys, monkeypatch):

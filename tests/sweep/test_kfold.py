@@ -12,7 +12,14 @@ import pytest
 from pretune.config import StrategyConfig
 from pretune.data.labeled import LabeledTask, Split
 from pretune.errors import PretuneError
-from pretune.sweep.kfold import cross_validate, fold_indices, make_folds, pool
+from pretune.sweep.kfold import cross_validate, fold_indices, make_folds
+from pretune.tasks import KINDS
+
+TEXT = KINDS["text-classification"]
+
+
+def pool(task):
+    return TEXT.pool(task)
 
 
 def hand_task() -> LabeledTask:
@@ -28,7 +35,7 @@ def hand_task() -> LabeledTask:
 
 def test_folds_are_disjoint_stratified_and_train_on_the_rest():
     task = hand_task()
-    folds = make_folds(task, 3, seed=0)
+    folds = make_folds(TEXT, task, 3, seed=0)
     assert len(folds) == 3
     everything = set(pool(task).texts)
     held_out = [set(f.val.texts) for f in folds]
@@ -39,14 +46,14 @@ def test_folds_are_disjoint_stratified_and_train_on_the_rest():
         # labels travel with their texts
         assert all(t.endswith("ab"[y]) for t, y in zip(f.train.texts, f.train.labels, strict=True))
         assert f.test.texts == task.test.texts and f.budget == 15 and f.labels == ["a", "b"]
-    again = [sorted(f.val.texts) for f in make_folds(task, 3, seed=0)]
+    again = [sorted(f.val.texts) for f in make_folds(TEXT, task, 3, seed=0)]
     assert again == [sorted(h) for h in held_out]  # folds depend only on the seed
-    assert again != [sorted(f.val.texts) for f in make_folds(task, 3, seed=1)]
+    assert again != [sorted(f.val.texts) for f in make_folds(TEXT, task, 3, seed=1)]
 
 
 def test_k_larger_than_smallest_class_names_the_class():
     with pytest.raises(PretuneError, match="larger than class 'b', which has only 6"):
-        make_folds(hand_task(), 7)
+        make_folds(TEXT, hand_task(), 7)
     with pytest.raises(PretuneError, match="k >= 2"):
         fold_indices([0, 1, 0, 1], "single_label", 1)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pretune.config import FinetuneConfig, ParamSpec, SweepConfig, load_config
+from pretune.config.sweep import apply_params, check_key, grid_space, spec_values
 from pretune.errors import PretuneError
-from pretune.sweep.space import apply_params, check_key, grid_space, spec_values
 
 
 def test_yaml_shorthand_int_alias_and_base_file(tmp_path):

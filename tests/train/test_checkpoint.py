@@ -20,8 +20,9 @@ from pretune.data.shards import PackedTokens
 from pretune.errors import PretuneError
 from pretune.models.registry import load_model, load_tokenizer_for
 from pretune.train import checkpoint as ckpt
-from pretune.train.loop import default_save, fit
+from pretune.train.loop import fit
 from pretune.train.objectives import BlockBatches, MaskingSpec, mlm_loss
+from pretune.train.runtime import default_save
 
 # Tiny models (hidden 32, one layer): seconds per test on 2 CPU cores.
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,

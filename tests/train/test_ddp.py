@@ -22,7 +22,8 @@ SCRIPT = textwrap.dedent('''
     from pretune.config import LoopConfig, ModelConfig, OptimConfig
     from pretune.data.shards import PackedTokens
     from pretune.models.registry import load_model, load_tokenizer_for
-    from pretune.train.loop import distributed, fit
+    from pretune.train.loop import fit
+    from pretune.train.runtime import distributed
     from pretune.train.objectives import BlockBatches, MaskingSpec, mlm_loss
 
     artifact, out = Path(sys.argv[1]), Path(sys.argv[2])

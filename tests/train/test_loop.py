@@ -17,8 +17,9 @@ from pretune.config import LoopConfig, ModelConfig, OptimConfig
 from pretune.data.shards import PackedTokens
 from pretune.errors import PretuneError
 from pretune.models.registry import load_model, load_tokenizer_for
-from pretune.train.loop import fit, lr_lambda
+from pretune.train.loop import Evaluation, Hooks, fit
 from pretune.train.objectives import BlockBatches, MaskingSpec, clm_loss, mlm_loss
+from pretune.train.runtime import lr_lambda
 
 # Tiny models (hidden 32, one layer): seconds per test on 2 CPU cores.
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -97,7 +98,7 @@ def test_budgets_tokens_epochs_minutes(setup):
     model, batches = setup(n_tokens=31 * 8 * 4)  # 4 batches per epoch
     seen = []
     res = fit(model, mlm_loss, batches, LoopConfig(epochs=1.5, **QUIET), OptimConfig(), None,
-              on_epoch_start=lambda e, m: seen.append(e))
+              hooks=Hooks(on_epoch_start=lambda e, m: seen.append(e)))
     assert len(batches) == 4 and res.steps == 6 and res.stopped_reason == "epochs"
     assert seen == [0, 1]
     model, batches = setup()
@@ -118,8 +119,11 @@ def test_early_stopping_restores_best_weights(setup):
         return {"acc": next(scripted)}
 
     loop = LoopConfig(max_steps=100, eval_every=2, early_stopping_patience=2, **QUIET)
-    res = fit(model, mlm_loss, batches, loop, OptimConfig(lr=1e-3), None, evaluate=evaluate,
-              metric="acc", mode="min", restore_best=True)
+    seen = []
+    res = fit(model, mlm_loss, batches, loop, OptimConfig(lr=1e-3), None,
+              evaluate=Evaluation(evaluate, metric="acc", mode="min", restore_best=True),
+              hooks=Hooks(on_evaluate=lambda i, m: seen.append((i, m["acc"]))))
+    assert seen == [(0, 3.0), (1, 1.0), (2, 2.0), (3, 2.5)]  # the hook sees every evaluation
     assert res.stopped_reason == "early_stopping"
     assert (res.best_metric, res.best_step, res.steps) == (1.0, 4, 8)
     for k, v in model.state_dict().items():
@@ -168,7 +172,7 @@ def test_other_optimizers_and_param_groups(setup, name):
     lrs = []
     optim = OptimConfig(name=name, schedule="constant", warmup_steps=0)
     fit(model, mlm_loss, batches, LoopConfig(max_steps=3, **QUIET), optim, None,
-        param_groups=groups, extra_loss=lambda m: lrs.append(1) or torch.zeros(()))
+        param_groups=groups, hooks=Hooks(extra_loss=lambda m: lrs.append(1) or torch.zeros(())))
     assert len(lrs) == 3  # extra_loss once per optimizer step
 
 

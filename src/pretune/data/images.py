@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pretune.config import ImageAugmentConfig, ImageDataConfig
+from pretune.data.stream import EpochCursor
 from pretune.errors import PretuneError
-from pretune.train.stream import EpochCursor
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MEAN, STD = 0.5, 0.5  # pixel normalisation (also written to preprocessor_config.json)
@@ -41,6 +41,16 @@ class ImageSet:
         idx = np.asarray(idx, dtype=np.int64)
         return ImageSet(self.x[torch.from_numpy(idx)], None if self.y is None else self.y[idx])
 
+    @property
+    def labels(self) -> list[int]:
+        """Class ids as a list (what metrics and folds read); [] when unlabeled."""
+        return [] if self.y is None else self.y.tolist()
+
+    @staticmethod
+    def concat(a: ImageSet, b: ImageSet) -> ImageSet:
+        y = None if a.y is None or b.y is None else np.concatenate([a.y, b.y])
+        return ImageSet(torch.cat([a.x, b.x]), y)
+
 
 @dataclass
 class ImageTask:
@@ -52,6 +62,8 @@ class ImageTask:
     image_size: int
     channels: int
     budget: int | None = None
+
+    type = "single_label"  # what metrics and folds read (one class per image)
 
     @property
     def num_labels(self) -> int:
@@ -289,7 +301,7 @@ def _split(idx: np.ndarray, y: np.ndarray | None, size: int | float, seed: int
     return np.sort(rest), np.sort(held)
 
 
-def _label_ids(labels: list[str] | None, names: list[str], where: str) -> np.ndarray | None:
+def label_ids(labels: list[str] | None, names: list[str], where: str) -> np.ndarray | None:
     if labels is None:
         return None
     index = {n: i for i, n in enumerate(names)}
@@ -315,12 +327,12 @@ def load_image_task(cfg: ImageDataConfig, seed: int = 0, image_size: int | None 
     names = _sort_names(set(raw.labels)) if raw.labels is not None else []
     x = standardize(raw, cfg, image_size)
     size = int(x.shape[-1])
-    full = ImageSet(x, _label_ids(raw.labels, names, cfg.path))
+    full = ImageSet(x, label_ids(raw.labels, names, cfg.path))
     idx = np.arange(len(full))
 
     def extra(path: str) -> ImageSet:
         r = read_images(path, cfg)
-        return ImageSet(standardize(r, cfg, size), _label_ids(r.labels, names, path))
+        return ImageSet(standardize(r, cfg, size), label_ids(r.labels, names, path))
 
     if cfg.test is not None:
         test = extra(cfg.test)

@@ -7,26 +7,22 @@ The label budget is a stratified subsample of the training split drawn with the 
 
 from __future__ import annotations
 
-import csv
-import functools
-import io
 import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from pretune.config import TaskConfig, config_hash
-from pretune.data.builtin import builtin_path, is_builtin
-from pretune.data.sources import open_binary
+from pretune.data.builtin import is_builtin
+from pretune.data.builtin_tasks import builtin_rows
+from pretune.data.rows import COMPRESSIONS, read_rows
 from pretune.errors import PretuneError
 
 TaskType = Literal["single_label", "multi_label", "regression"]
-BUILTIN_TASKS = ("rotten-tomatoes", "wiki-topics")
-_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 _REGRESSION_MIN_DISTINCT = 20  # fewer distinct numeric values than this: treat as classes
 
 
@@ -66,92 +62,6 @@ class LabeledTask:
 
 
 # --------------------------------------------------------------------------- readers
-
-
-def open_text(path: Path) -> IO[str]:
-    """Open a (possibly compressed) labeled file as strict UTF-8: a label file with bad bytes
-    is an error to fix, not something to guess around (corpora use replacement instead)."""
-    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
-
-
-def detect_format(path: Path, fmt: str = "auto") -> str:
-    if fmt != "auto":
-        return fmt
-    name = path.name.lower()
-    for comp in _COMPRESSIONS:
-        name = name.removesuffix(comp)
-    ext = name.rsplit(".", 1)[-1] if "." in name else ""
-    if ext in ("csv", "tsv", "jsonl", "parquet"):
-        return ext
-    if ext in ("json", "ndjson"):
-        return "jsonl"
-    raise PretuneError(
-        f"{path}: cannot tell the format from the extension; use .csv/.tsv/.jsonl/.parquet "
-        "(optionally .gz/.bz2) or set task.format"
-    )
-
-
-def read_rows(path: str | Path, fmt: str = "auto") -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows (dicts) and column names of a csv/tsv/jsonl/parquet file."""
-    p = Path(path)
-    if not p.is_file():
-        raise PretuneError(f"labeled file {p} not found (check task.path / validation / test)")
-    fmt = detect_format(p, fmt)
-    try:
-        if fmt in ("csv", "tsv"):
-            csv.field_size_limit(1 << 30)  # long reviews/articles exceed the 128 KiB default
-            with open_text(p) as f:
-                reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
-                rows = list(reader)
-                cols = list(reader.fieldnames or [])
-        elif fmt == "jsonl":
-            rows = []
-            with open_text(p) as f:
-                for lineno, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            obj = json.loads(line)
-                        except json.JSONDecodeError:
-                            raise PretuneError(f"{p} line {lineno}: not valid JSON") from None
-                        if not isinstance(obj, dict):
-                            raise PretuneError(f"{p} line {lineno}: expected a JSON object")
-                        rows.append(obj)
-            cols = list(dict.fromkeys(k for r in rows for k in r))
-        else:
-            import pyarrow.parquet as pq
-
-            with open_binary(p) as f:
-                table = pq.read_table(io.BytesIO(f.read()))
-            rows, cols = table.to_pylist(), list(table.column_names)
-    except UnicodeDecodeError as e:
-        raise PretuneError(f"{p}: not UTF-8 text (byte offset {e.start}); re-encode it as UTF-8") from None
-    if not rows:
-        raise PretuneError(f"{p} has no rows")
-    return rows, cols
-
-
-def _builtin_rows(name: str) -> tuple[list[dict[str, Any]], str, str]:
-    """Rows of a builtin task plus its (text_field, label_field)."""
-    path = builtin_path(name)
-    return _builtin_rows_cached(name, str(path), path.stat().st_mtime)
-
-
-@functools.lru_cache(maxsize=4)  # decompressing the 14k-row bz2 CSV takes ~2 s on 2 cores
-def _builtin_rows_cached(name: str, path: str, _mtime: float) -> tuple[list[dict], str, str]:
-    if name == "rotten-tomatoes":
-        rows, _ = read_rows(path, "csv")
-        # The corpus also holds movie plots (category 'plot'): keep the reviews only.
-        rows = [r for r in rows if r["category"] in ("fresh", "rotten")]
-        return rows, "text", "category"
-    if name == "wiki-topics":
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        rows = [v for v in data.values() if v.get("topic") and v["topic"] != "Uncategorized"]
-        return rows, "extract", "topic"
-    raise PretuneError(
-        f"builtin:{name} is not a labeled task; choose one of: "
-        + ", ".join(f"builtin:{t}" for t in BUILTIN_TASKS)
-    )
 
 
 # --------------------------------------------------------------------------- raw -> arrays
@@ -364,7 +274,7 @@ def task_name(cfg: TaskConfig) -> str:
     if is_builtin(cfg.path):
         return cfg.path.removeprefix("builtin:")
     name = Path(cfg.path).name
-    for comp in _COMPRESSIONS:
+    for comp in COMPRESSIONS:
         name = name.removesuffix(comp)
     return name.rsplit(".", 1)[0]
 
@@ -383,7 +293,7 @@ def task_fingerprint(cfg: TaskConfig) -> str:
 def _read(cfg: TaskConfig, path: str) -> _Raw:
     if is_builtin(path):
         name = path.removeprefix("builtin:")
-        rows, text_f, label_f = _builtin_rows(name)
+        rows, text_f, label_f = builtin_rows(name)
         return _extract(rows, [text_f, label_f], path, text_f, None, label_f)
     rows, cols = read_rows(path, cfg.format)
     return _extract(rows, cols, path, cfg.text_field, cfg.text_pair_field, cfg.label_field)

@@ -15,7 +15,7 @@ logits at the mask (PET), with the one training loop.
 
 from __future__ import annotations
 
-import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,10 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from pretune.config import ModelConfig, StrategyConfig
+from pretune.config import FinetuneConfig, StrategyConfig
+from pretune.data.batches import Encoded, LabeledBatches, collate, encode
 from pretune.data.labeled import LabeledTask, Split
 from pretune.errors import PretuneError
-from pretune.finetune.batches import Encoded, collate
+from pretune.evaluate.metrics import metric_mode, task_metrics
+from pretune.finetune.result import Trained
+from pretune.models.registry import load_model, load_tokenizer_for
+from pretune.models.start import Start
+from pretune.tasks import KINDS
+from pretune.tasks.base import scalars
+from pretune.tasks.text_classification import extract_features
+from pretune.train.loop import Evaluation, fit
 
 Mode = Literal["cloze", "clm", "similarity"]
 MASK = "[MASK]"
@@ -46,37 +54,12 @@ DEFAULT_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "rotten": "A terrible movie, I hated it.",
     },
 }
-_MLM_HEAD_KEYS = ("cls.predictions", "lm_head", "vocab_projector", "generator_lm_head",
-                  "predictions.decoder")
-
-
-def has_mlm_head(path: Path) -> bool:
-    """Does the checkpoint hold trained MLM-head weights? (else loading for MLM would
-    create a random head, and cloze scores would be noise)."""
-    cfg = json.loads((path / "config.json").read_text())
-    arch = cfg.get("architectures") or []
-    if arch:
-        return any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in arch)
-    from safetensors import safe_open
-
-    for f in path.glob("*.safetensors"):
-        with safe_open(str(f), "pt") as st:
-            if any(k in key for key in st.keys() for k in _MLM_HEAD_KEYS):  # noqa: SIM118
-                return True
-    return False
-
-
-def prompt_mode(spec: ModelConfig, tokenizer: Any) -> Mode:
-    from transformers import AutoConfig
-
-    from pretune.models.registry import ARCHS, objective_for, resolve_start
-
-    how, where = resolve_start(spec.name)
-    if how == "arch":
-        return "clm" if ARCHS[str(where)].family == "gpt" else "cloze"
-    if objective_for(AutoConfig.from_pretrained(where)) == "clm":
+def prompt_mode(start: Start, tokenizer: Any) -> Mode:
+    if start.objective == "clm":
         return "clm"
-    if tokenizer.mask_token is None or not has_mlm_head(Path(where)):
+    if start.random_init:
+        return "cloze"
+    if tokenizer.mask_token is None or not start.has_mlm_head:
         return "similarity"
     return "cloze"
 
@@ -200,9 +183,6 @@ def lm_scores(model: nn.Module, inputs: PromptInputs, ids: list[list[int]], batc
 def embed(model: nn.Module, tokenizer: Any, texts: list[str], max_length: int, batch_size: int,
           device: str | torch.device) -> np.ndarray:
     """Mean-pooled, L2-normalised embeddings (N, H)."""
-    from pretune.finetune.batches import encode
-    from pretune.finetune.strategies import extract_features
-
     feats = extract_features(model, encode(tokenizer, texts, None, max_length), batch_size,
                              device, pooling="mean")
     return feats / np.clip(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12, None)
@@ -293,28 +273,22 @@ def check_prompt_task(task: LabeledTask, cfg: StrategyConfig, mode: Mode, model_
         )
 
 
-def run_prompt(cfg: Any, task: LabeledTask, out: Path, device: torch.device, metric: str
-               ) -> tuple[np.ndarray, np.ndarray | None, int, int, Any]:
-    """The ``prompt`` strategy for ``finetune``: (test probs, val probs, trainable params,
-    steps, saver or None). Zero-shot touches no weight, so it saves no model."""
-    from pretune.evaluate.metrics import metric_mode, task_metrics
-    from pretune.finetune.batches import LabeledBatches
-    from pretune.models.registry import load_model, load_tokenizer_for
-
+def run_prompt(cfg: FinetuneConfig, task: LabeledTask, start: Start, out: Path,
+               device: torch.device, metric: str) -> Trained:
+    """The ``prompt`` strategy of text classification. Zero-shot touches no weight, so it
+    saves no model; few-shot (PET) trains the masked LM on the cloze pattern and saves it."""
     scfg: StrategyConfig = cfg.strategy
-    tokenizer = load_tokenizer_for(cfg.model, cfg.tokenizer)
-    mode = prompt_mode(cfg.model, tokenizer)
+    tokenizer = load_tokenizer_for(cfg.model, cfg.tokenizer, start=start)
+    mode = prompt_mode(start, tokenizer)
     check_prompt_task(task, scfg, mode, cfg.model.name)
-    kind = {"cloze": "mlm", "clm": "clm", "similarity": "base"}[mode]
+    head = {"cloze": "mlm", "clm": "clm", "similarity": "base"}[mode]
     torch.manual_seed(cfg.train.seed)
-    model = load_model(cfg.model, kind, tokenizer).to(device)
+    model = load_model(cfg.model, head, tokenizer, start=start).to(device)
     batch_size = max(cfg.train.batch_size, 64)
     scorer = PromptScorer(model, tokenizer, mode, task, scfg, cfg.task.max_length, batch_size,
                           device)
-    steps, trainable, saver = 0, 0, None
+    steps, trainable, export = 0, 0, None
     if scfg.few_shot:
-        from pretune.train.loop import fit
-
         inputs = encode_prompts(tokenizer, _texts(task.train), scfg.template, mode,
                                 cfg.task.max_length)
         # No token augmentation here: a masked template token would confuse the mask lookup.
@@ -322,30 +296,26 @@ def run_prompt(cfg: Any, task: LabeledTask, out: Path, device: torch.device, met
                                  seed=cfg.train.seed)
 
         def evaluate(m: nn.Module) -> dict[str, float]:
-            res = task_metrics(task.type, task.val.labels, scorer.probs(task.val), task.labels)
-            return {k: float(v) for k, v in res.items() if isinstance(v, int | float)}
+            return scalars(task_metrics(task.type, task.val.labels, scorer.probs(task.val),
+                                        task.labels))
 
         has_val = len(task.val) > 0
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        train_dir = out / "train" if (cfg.train.tensorboard or cfg.train.save_every) else None
+        evaluation = Evaluation(evaluate, metric=metric, mode=metric_mode(metric),
+                                restore_best=True) if has_val else None
         result = fit(model, pet_loss_fn(scorer.ids, tokenizer.mask_token_id), batches,
-                     cfg.train, cfg.optim,
-                     out / "train" if (cfg.train.tensorboard or cfg.train.save_every) else None,
-                     evaluate=evaluate if has_val else None,
-                     metric=metric if has_val else None, mode=metric_mode(metric),
-                     restore_best=has_val)
+                     cfg.train, cfg.optim, train_dir, evaluate=evaluation)
         steps = int(result.steps)
-        import shutil
-
         shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)  # best already restored
+        extra = {"prompt": {"mode": mode, "template": scfg.template,
+                            "verbalizer": verbalizer(task, scfg)}}
 
-        def saver(path: Path, test_metrics: dict[str, Any]) -> None:
-            from pretune.finetune.run import save_model_dir
-
-            extra = {"prompt": {"mode": mode, "template": scfg.template,
-                                "verbalizer": verbalizer(task, scfg)}}
-            save_model_dir(model, tokenizer, path, cfg, task, test_metrics, extra)
+        def export(path: Path) -> None:
+            KINDS["text-classification"].save(model, tokenizer, path, cfg, task, extra)
     elif scfg.calibrate:
         scorer.calibrate(scfg.calibration)
     test_out = scorer.probs(task.test)
     val_out = scorer.probs(task.val) if len(task.val) else None
-    return test_out, val_out, trainable, steps, saver
+    return Trained(test_out, val_out, trainable, steps, export=export,
+                   auto_class="AutoModelForMaskedLM" if export else None)

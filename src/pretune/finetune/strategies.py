@@ -3,7 +3,7 @@
 ``apply_strategy`` freezes/unfreezes parameters, builds optimizer parameter groups (per-layer
 learning rates for LLRD, no weight decay on biases and norms), wraps the model for LoRA and
 returns a ``StrategyPlan``. The ``prompt`` strategy lives in ``prompt.py``; the scikit-learn
-linear probe (features extracted once, no training loop) is ``fit_sklearn_probe`` here.
+linear probe (features extracted once, no training loop) in ``probe.py``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
 from pretune.config import OptimConfig, StrategyConfig
 from pretune.errors import PretuneError
+from pretune.models.backbone import Backbone
+from pretune.models.vision import ImageBackbone, is_image_model
+from pretune.train.runtime import no_decay_ids
 
 
 @dataclass
@@ -43,22 +44,10 @@ def _params(groups: Any) -> list[nn.Parameter]:
     return list(out.values())
 
 
-def _no_decay(model: nn.Module) -> set[int]:
-    """Ids of biases and normalisation weights: weight decay would only shrink them to 0."""
-    ids: set[int] = set()
-    for module in model.modules():
-        is_norm = isinstance(module, nn.LayerNorm | nn.GroupNorm | nn.BatchNorm1d | nn.BatchNorm2d)
-        is_norm = is_norm or "norm" in type(module).__name__.lower()
-        for pname, p in module.named_parameters(recurse=False):
-            if is_norm or pname.endswith("bias") or p.ndim < 2:
-                ids.add(id(p))
-    return ids
-
-
 def _groups(model: nn.Module, named: list[tuple[str, list[nn.Parameter], float]],
             optim: OptimConfig) -> list[dict[str, Any]]:
     """Split each (name, params, lr) into decay / no-decay optimizer groups."""
-    skip = _no_decay(model)
+    skip = no_decay_ids(model)
     out = []
     for name, params, lr in named:
         for tag, wd, sel in (("", optim.weight_decay, False), ("/no_decay", 0.0, True)):
@@ -80,9 +69,6 @@ def count_trainable(model: nn.Module) -> int:
 def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     """Parameter groups bottom -> top: embeddings, each layer, head. Parameters the backbone
     does not place (e.g. a pooler outside head()) join the head group so nothing is lost."""
-    from pretune.models.backbone import Backbone
-    from pretune.models.vision import ImageBackbone, is_image_model
-
     # image models (ResNet/ViT) have their own adapter with the same layer_groups() contract
     adapter = ImageBackbone(model) if is_image_model(model) else Backbone(model)
     groups = [_params(g) for g in adapter.layer_groups()]
@@ -92,8 +78,6 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
 
 
 def _head_module_names(model: nn.Module) -> list[str]:
-    from pretune.models.backbone import Backbone
-
     head = Backbone(model).head()
     heads = head if isinstance(head, list | tuple) else [head]
     names = [n for n, m in model.named_modules() if any(m is h for h in heads) and n]
@@ -102,13 +86,15 @@ def _head_module_names(model: nn.Module) -> list[str]:
     return names
 
 
-def apply_strategy(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig) -> StrategyPlan:
-    """Prepare ``model`` for ``cfg.name``; returns optimizer groups and an epoch hook."""
+def apply_strategy(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig,
+                   peft_task_type: str = "SEQ_CLS") -> StrategyPlan:
+    """Prepare ``model`` for ``cfg.name``; returns optimizer groups and an epoch hook.
+    ``peft_task_type`` is the task kind's PEFT ``TaskType`` name (LoRA only)."""
     name = cfg.name
     if name == "prompt":
         raise PretuneError("strategy 'prompt' is run by pretune.finetune.prompt, not apply_strategy")
     if name == "lora":
-        return _lora(model, cfg, optim)
+        return _lora(model, cfg, optim, peft_task_type)
     groups = layer_groups(model)  # [embeddings, layer_0 .. layer_{L-1}, head]
     head, body = groups[-1], groups[:-1]
     lr = optim.lr
@@ -156,15 +142,14 @@ def apply_strategy(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig) ->
     return StrategyPlan(model, _groups(model, trainable_named, optim), hook, trainable, name=name)
 
 
-def _lora(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig) -> StrategyPlan:
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    from pretune.models.backbone import Backbone
+def _lora(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig, peft_task_type: str
+          ) -> StrategyPlan:
+    from peft import LoraConfig, TaskType, get_peft_model  # peft is slow to import
 
     targets = cfg.lora_targets or list(Backbone(model).lora_targets())
     heads = _head_module_names(model)
     lcfg = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+        task_type=TaskType[peft_task_type], r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout, target_modules=targets,
         # The freshly initialised task head must train and be saved with the adapter.
         modules_to_save=heads,
@@ -186,71 +171,3 @@ def export_model(model: nn.Module) -> nn.Module:
     if hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
     return model
-
-
-# --------------------------------------------------------------------------- sklearn probe
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, enc: Any, batch_size: int = 64,
-                     device: str | torch.device = "cpu", pooling: str = "mean") -> np.ndarray:
-    """Pooled backbone features (N, H) in input order, computed without gradients."""
-    from pretune.finetune.batches import sorted_batches
-    from pretune.models.backbone import Backbone
-
-    bb = Backbone(model)
-    model.eval()
-    feats = np.zeros((len(enc), bb.hidden_size), dtype=np.float32)
-    for idx, batch in sorted_batches(enc, batch_size):
-        h = bb.encode(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                      pooling=pooling)  # (B, H)
-        feats[idx] = h.float().cpu().numpy()
-    return feats
-
-
-def fit_sklearn_probe(x_train: np.ndarray, y_train: list, x_val: np.ndarray, y_val: list,
-                      task_type: str, labels: list[str], seed: int = 0) -> Any:
-    """Standardise + LogisticRegression (Ridge for regression); C / alpha picked on val."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from pretune.evaluate.metrics import default_metric, task_metrics
-
-    def make(c: float) -> Any:
-        if task_type == "regression":
-            est: Any = Ridge(alpha=1.0 / c)
-        else:
-            est = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-            if task_type == "multi_label":
-                est = OneVsRestClassifier(est)
-        return make_pipeline(StandardScaler(), est)
-
-    y = np.asarray(y_train)
-    grid = [0.01, 0.1, 1.0] if len(y_val) else [0.1]
-    best, best_score = None, -np.inf
-    metric = default_metric(task_type)
-    for c in grid:
-        est = make(c).fit(x_train, y)
-        if len(grid) == 1:
-            return est
-        outputs = probe_outputs(est, x_val, task_type, len(labels))
-        score = task_metrics(task_type, y_val, outputs, labels)
-        if score[metric] > best_score:
-            best, best_score = est, score[metric]
-    return best
-
-
-def probe_outputs(est: Any, x: np.ndarray, task_type: str, num_labels: int) -> np.ndarray:
-    """Probabilities (N, C) aligned with label ids, or regression values (N,)."""
-    if task_type == "regression":
-        return est.predict(x)
-    probs = est.predict_proba(x)
-    if task_type == "single_label":
-        # Classes absent from a tiny training set are missing columns: put them back as 0.
-        classes = est.classes_
-        full = np.zeros((len(x), num_labels))
-        full[:, classes] = probs
-        return full
-    return probs

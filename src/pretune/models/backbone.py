@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from pretune.models.archs import objective_for
+
 Pooling = Literal["cls", "mean", "last"]
 
 # Default LoRA targets per model type: attention + MLP projections (names PEFT matches by suffix).
@@ -48,8 +50,6 @@ class Backbone:
         self.pooling: Pooling = pooling or ("last" if self.is_decoder else "mean")
 
     def _is_decoder(self) -> bool:
-        from pretune.models.registry import objective_for
-
         try:
             return objective_for(self.config) == "clm"
         except Exception:  # noqa: BLE001 - unknown model types: treat as encoder

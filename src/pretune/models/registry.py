@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +22,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     BertConfig,
     GPT2Config,
@@ -34,35 +34,19 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
 )
 
 from pretune.config import ModelConfig
+from pretune.data.builtin import builtin_path
 from pretune.errors import PretuneError
+from pretune.models.archs import ARCHS
+from pretune.models.start import Start, resolve_start
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["mlm", "clm", "classify", "base"]
+Head = Literal["mlm", "clm", "classify", "token", "base"]
 
-
-@dataclass(frozen=True)
-class Arch:
-    family: Literal["bert", "gpt"]
-    layers: int
-    hidden: int
-    heads: int
-    intermediate: int
-
-
-ARCHS: dict[str, Arch] = {
-    "bert-tiny": Arch("bert", 2, 128, 2, 512),
-    "bert-mini": Arch("bert", 4, 256, 4, 1024),
-    "bert-small": Arch("bert", 4, 512, 8, 2048),
-    "bert-medium": Arch("bert", 8, 512, 8, 2048),
-    "bert-base": Arch("bert", 12, 768, 12, 3072),
-    "gpt-tiny": Arch("gpt", 2, 128, 2, 512),
-    "gpt-mini": Arch("gpt", 4, 256, 4, 1024),
-    "gpt-small": Arch("gpt", 12, 768, 12, 3072),  # GPT-2 124M
-}
 
 # Overrides that change weight shapes: allowed for random init only.
 _SHAPE_KEYS = {
@@ -74,49 +58,15 @@ _AUTO = {
     "mlm": AutoModelForMaskedLM,
     "clm": AutoModelForCausalLM,
     "classify": AutoModelForSequenceClassification,
+    "token": AutoModelForTokenClassification,
     "base": AutoModel,
 }
 _SUPPORTED = {
     "mlm": MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     "clm": MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     "classify": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    "token": MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
 }
-
-
-def _names() -> str:
-    return ", ".join([*ARCHS, "hf:<dir>", "builtin:minilm", "<checkpoint dir>"])
-
-
-IMAGE_HINT = ("fine-tune it with `pretune finetune-images`, or in a study with "
-              "`modality: image` (see configs/vision-quickstart.yaml)")
-
-
-def resolve_start(name: str) -> tuple[str, str | Path]:
-    """("arch", name) for registry names, ("dir", Path) for hf:<dir>, builtin:<model>, or a dir.
-
-    One registry for both modalities: the image sizes (``resnet-*``, ``vit-*``) live in
-    ``pretune.models.vision.IMAGE_ARCHS``; naming one on the text path says where it belongs."""
-    from pretune.models.vision import IMAGE_ARCHS
-
-    if name in ARCHS:
-        return "arch", name
-    if name in IMAGE_ARCHS:
-        raise PretuneError(f"model.name={name} is an image model; {IMAGE_HINT}")
-    if name.startswith("builtin:"):
-        from pretune.data.builtin import builtin_path
-
-        return "dir", builtin_path(name)
-    path = Path(name.removeprefix("hf:")).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise PretuneError(
-                f"model.name={name}: {path} has no config.json, so it is not a Hugging Face "
-                "checkpoint; point to a directory written by save_pretrained"
-            )
-        return "dir", path
-    if name.startswith("hf:"):
-        raise PretuneError(f"model.name={name}: directory {path} not found (hub downloads are off)")
-    raise PretuneError(f"unknown model.name '{name}'; choose one of: {_names()}")
 
 
 # BERT-style names accepted for GPT-2 too, so one override set fits both families.
@@ -209,20 +159,23 @@ def _has_safetensors(path: Path) -> bool:
 
 def load_model(
     spec: ModelConfig,
-    kind: Kind,
+    head: Head,
     tokenizer: PreTrainedTokenizerBase | None = None,
     *,
+    start: Start | None = None,
     num_labels: int | None = None,
     problem_type: str | None = None,
     id2label: dict | None = None,
 ) -> PreTrainedModel:
-    """Random init from a registry name (needs ``tokenizer``) or ``from_pretrained`` of a dir.
+    """Random init from a registry name (needs ``tokenizer``) or ``from_pretrained`` of a dir,
+    with the given ``head`` (mlm / clm / classify / token / base = no head).
 
     float32, SDPA, safetensors only. A dir without an MLM head loaded for "mlm" gets a new head
-    tied to the input embeddings. Tokenizer vocab larger than the embedding is an error."""
-    if kind not in _AUTO:
-        raise PretuneError(f"unknown model kind '{kind}'; choose one of: {', '.join(_AUTO)}")
-    how, where = resolve_start(spec.name)
+    tied to the input embeddings. Tokenizer vocab larger than the embedding is an error.
+    ``start`` is ``spec.name`` already resolved (resolved here when not given)."""
+    if head not in _AUTO:
+        raise PretuneError(f"unknown model head '{head}'; choose one of: {', '.join(_AUTO)}")
+    start = (start or resolve_start(spec.name)).require("text")
     extra: dict[str, Any] = {}
     if num_labels is not None:
         extra["num_labels"] = num_labels
@@ -232,24 +185,25 @@ def load_model(
     if problem_type is not None:
         extra["problem_type"] = problem_type
 
-    if how == "arch":
+    if start.arch is not None:
         if tokenizer is None:
             raise PretuneError(
                 f"model.name={spec.name} is a random-init architecture and needs a tokenizer "
                 "(prepare a corpus first, or set the tokenizer path)"
             )
-        config = build_config(str(where), tokenizer, spec.overrides, spec.dropout)
-        family = ARCHS[str(where)].family
-        if (kind == "mlm" and family == "gpt") or (kind == "clm" and family == "bert"):
+        config = build_config(start.arch, tokenizer, spec.overrides, spec.dropout)
+        family = start.family
+        if (head == "mlm" and family == "gpt") or (head == "clm" and family == "bert"):
             raise PretuneError(
                 f"model.name={spec.name} is {'a decoder' if family == 'gpt' else 'an encoder'}; "
-                f"it cannot train objective '{kind}' (use {'clm' if family == 'gpt' else 'mlm'})"
+                f"it cannot train objective '{head}' (use {'clm' if family == 'gpt' else 'mlm'})"
             )
         for key, value in extra.items():
             setattr(config, key, value)
-        model = _AUTO[kind].from_config(config, dtype=torch.float32)
+        model = _AUTO[head].from_config(config, dtype=torch.float32)
     else:
-        model = _load_dir(Path(where), spec, kind, extra)
+        assert start.path is not None
+        model = _load_dir(start.path, spec, head, extra)
 
     if tokenizer is not None:
         emb = model.get_input_embeddings().num_embeddings
@@ -259,7 +213,7 @@ def load_model(
                 "embeddings; use the tokenizer the model was trained with (or pre-train from "
                 "scratch with this tokenizer)"
             )
-        if kind == "classify" and model.config.pad_token_id is None:
+        if head == "classify" and model.config.pad_token_id is None:
             # GPT-2 classification finds the last non-pad token: it needs pad_token_id.
             pad = tokenizer.pad_token_id
             model.config.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
@@ -268,7 +222,7 @@ def load_model(
     return model
 
 
-def _load_dir(path: Path, spec: ModelConfig, kind: Kind, extra: dict[str, Any]) -> PreTrainedModel:
+def _load_dir(path: Path, spec: ModelConfig, head: Head, extra: dict[str, Any]) -> PreTrainedModel:
     trc = spec.trust_remote_code
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trc)
@@ -278,12 +232,9 @@ def _load_dir(path: Path, spec: ModelConfig, kind: Kind, extra: dict[str, Any]) 
             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
         ) from None
     mt = config.model_type
-    if hasattr(config, "num_channels") and not trc:  # ResNet, ViT, ...: pixels, not tokens
-        raise PretuneError(f"model.name={spec.name}: {path} holds a '{mt}' image model; "
-                           f"{IMAGE_HINT}")
-    if kind in _SUPPORTED and mt not in _SUPPORTED[kind] and not trc:
+    if head in _SUPPORTED and mt not in _SUPPORTED[head] and not trc:
         raise PretuneError(
-            f"model.name={spec.name}: {path} holds a '{mt}' model, which has no {kind} variant "
+            f"model.name={spec.name}: {path} holds a '{mt}' model, which has no {head} variant "
             "in transformers; choose a checkpoint of another architecture"
         )
     if not _has_safetensors(path):
@@ -304,16 +255,16 @@ def _load_dir(path: Path, spec: ModelConfig, kind: Kind, extra: dict[str, Any]) 
     _set_dropout(config, spec.dropout)
     config._attn_implementation = "sdpa"
     with _quiet_transformers():
-        model, info = _AUTO[kind].from_pretrained(
+        model, info = _AUTO[head].from_pretrained(
             path, config=config, dtype=torch.float32, use_safetensors=True,
             trust_remote_code=trc, output_loading_info=True,
             # A checkpoint fine-tuned on another label set: re-initialise its classifier.
-            ignore_mismatched_sizes=kind == "classify",
+            ignore_mismatched_sizes=head in ("classify", "token"),
         )
     missing = info.get("missing_keys", [])
     if missing:
         log.info("%s: %d weights newly initialised (e.g. %s)", path, len(missing), sorted(missing)[0])
-    if kind == "mlm" and getattr(model.config, "tie_word_embeddings", False):
+    if head == "mlm" and getattr(model.config, "tie_word_embeddings", False):
         # A plain encoder (e.g. MiniLM) gets a fresh MLM head: make sure the decoder is tied.
         out, inp = model.get_output_embeddings(), model.get_input_embeddings()
         if out is not None and out.weight is not inp.weight:
@@ -321,23 +272,15 @@ def _load_dir(path: Path, spec: ModelConfig, kind: Kind, extra: dict[str, Any]) 
     return model
 
 
-def load_tokenizer_for(spec: ModelConfig, fallback: str | Path | None) -> PreTrainedTokenizerBase:
+def load_tokenizer_for(spec: ModelConfig, fallback: str | Path | None, *,
+                       start: Start | None = None) -> PreTrainedTokenizerBase:
     """A dir start brings its own tokenizer; an arch start uses ``fallback`` (a tokenizer dir)."""
-    how, where = resolve_start(spec.name)
-    source: Path | None = None
-    if how == "dir" and (
-        (Path(where) / "tokenizer.json").is_file() or (Path(where) / "tokenizer_config.json").is_file()
-        or (Path(where) / "vocab.txt").is_file()
-    ):
-        source = Path(where)
-    elif fallback is not None:
+    start = (start or resolve_start(spec.name)).require("text")
+    source: Path | None = start.tokenizer_dir
+    if source is None and fallback is not None:
         fb = str(fallback)
-        if fb.startswith("builtin:"):
-            from pretune.data.builtin import builtin_path
-
-            source = builtin_path(fb)
-        else:
-            source = Path(fb.removeprefix("hf:")).expanduser()
+        source = builtin_path(fb) if fb.startswith("builtin:") else \
+            Path(fb.removeprefix("hf:")).expanduser()
     if source is None:
         raise PretuneError(
             f"model.name={spec.name} has no tokenizer; give a tokenizer directory (e.g. the "
@@ -352,18 +295,6 @@ def load_tokenizer_for(spec: ModelConfig, fallback: str | Path | None) -> PreTra
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token  # GPT-style: pad with <|endoftext|> (masked out anyway)
     return tok
-
-
-def objective_for(model_or_config: nn.Module | PretrainedConfig) -> Literal["mlm", "clm"]:
-    """"mlm" for encoders (BERT family), "clm" for decoders (GPT family)."""
-    config = getattr(model_or_config, "config", model_or_config)
-    if getattr(config, "is_decoder", False):
-        return "clm"
-    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "mlm"
-    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return "clm"
-    raise PretuneError(f"model type '{config.model_type}' supports neither masked nor causal LM")
 
 
 def count_params(model: nn.Module) -> int:

@@ -3,15 +3,14 @@ API (``ImageBackbone``, a ``pretune.models.backbone.Backbone``).
 
 Every model is a plain ``*ForImageClassification`` in float32; a saved directory holds
 ``config.json`` + ``model.safetensors`` + ``preprocessor_config.json`` and loads with
-``AutoModelForImageClassification`` / ``AutoImageProcessor`` without pretune. The text
-registry (``pretune.models.registry.resolve_start``) knows these names and points text
-commands here; this module refuses text names in turn.
+``AutoModelForImageClassification`` / ``AutoImageProcessor`` without pretune. The sizes are
+``pretune.models.archs.IMAGE_ARCHS``; ``pretune.models.start`` resolves a name for both
+modalities and refuses one of the other modality with a pointer.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,47 +31,17 @@ from transformers.models.auto.modeling_auto import (
 
 from pretune.config import ModelConfig
 from pretune.errors import PretuneError
+from pretune.models.archs import IMAGE_ARCHS, ResNetArch, ViTArch
 from pretune.models.backbone import Backbone, unwrap
+from pretune.models.start import Start, resolve_start
 
 IMAGE_FILE = "pretune_image.json"  # image_size / channels / border the model was trained on
 
-
-@dataclass(frozen=True)
-class ResNetArch:
-    embedding: int  # stem width (7x7 conv, stride 2, then 3x3 max-pool)
-    hidden: tuple[int, ...]  # stage widths
-    depths: tuple[int, ...]  # blocks per stage
-    layer_type: str = "basic"
-
-
-@dataclass(frozen=True)
-class ViTArch:
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int
-    patch: int
-
-
-IMAGE_ARCHS: dict[str, ResNetArch | ViTArch] = {
-    "resnet-tiny": ResNetArch(16, (16, 32, 64), (1, 1, 1)),
-    "resnet-mini": ResNetArch(32, (32, 64, 128), (2, 2, 2)),
-    "resnet-18": ResNetArch(64, (64, 128, 256, 512), (2, 2, 2, 2)),
-    "resnet-50": ResNetArch(64, (256, 512, 1024, 2048), (3, 4, 6, 3), "bottleneck"),
-    "vit-tiny": ViTArch(64, 2, 4, 128, 4),
-    "vit-mini": ViTArch(128, 4, 4, 256, 4),
-    "vit-small": ViTArch(192, 6, 3, 768, 4),
-    "vit-base": ViTArch(768, 12, 12, 3072, 16),
-}
 
 # Config keys that change weight shapes: random init only.
 _SHAPE_KEYS = {"embedding_size", "hidden_sizes", "depths", "layer_type", "hidden_size",
                "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
                "num_channels", "image_size"}
-
-
-def is_image_arch(name: str) -> bool:
-    return name in IMAGE_ARCHS
 
 
 def is_image_model(model: nn.Module) -> bool:
@@ -140,27 +109,6 @@ def build_image_model(name: str, num_labels: int, image_size: int, channels: int
     return AutoModelForImageClassification.from_config(config, dtype=torch.float32)
 
 
-def resolve_image_start(name: str) -> tuple[str, str | Path]:
-    """("arch", name) for registry names, ("dir", Path) for ``hf:<dir>`` or a model directory."""
-    if name in IMAGE_ARCHS:
-        return "arch", name
-    from pretune.models.registry import ARCHS
-
-    if name in ARCHS or name.startswith("builtin:"):
-        raise PretuneError(f"model.name={name} is a text model; image models are "
-                           f"{', '.join(IMAGE_ARCHS)} or hf:<dir> of an image checkpoint")
-    path = Path(name.removeprefix("hf:")).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise PretuneError(f"model.name={name}: {path} has no config.json; point to a "
-                               "directory written by save_pretrained (e.g. runs/<name>/model)")
-        return "dir", path
-    if name.startswith("hf:") or "/" in name:
-        raise PretuneError(f"model.name={name}: directory {path} not found (hub downloads are off)")
-    raise PretuneError(f"unknown image model '{name}'; choose one of: {', '.join(IMAGE_ARCHS)}, "
-                       "hf:<dir>")
-
-
 def checkpoint_image_info(path: Path) -> dict[str, Any]:
     """image_size / channels a checkpoint expects: pretune_image.json, else its configs."""
     info: dict[str, Any] = {}
@@ -174,14 +122,15 @@ def checkpoint_image_info(path: Path) -> dict[str, Any]:
 
 
 def load_image_model(spec: ModelConfig, labels: list[str], image_size: int, channels: int,
-                     keep_head: bool = False) -> PreTrainedModel:
+                     keep_head: bool = False, *, start: Start | None = None) -> PreTrainedModel:
     """Random init of an arch name, or ``from_pretrained`` of an image checkpoint with a new
     classifier for ``labels`` (kept only if ``keep_head`` and its label names match)."""
-    how, where = resolve_image_start(spec.name)
-    if how == "arch":
-        return build_image_model(str(where), len(labels), image_size, channels, spec.overrides,
+    start = (start or resolve_start(spec.name)).require("image")
+    if start.arch is not None:
+        return build_image_model(start.arch, len(labels), image_size, channels, spec.overrides,
                                  dropout=spec.dropout, labels=labels)
-    path = Path(where)
+    assert start.path is not None
+    path = start.path
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError, KeyError) as e:

@@ -1,29 +1,26 @@
-"""The study's phases before the matrix: prepare, pre-train, continued pre-training, probes on
-intermediate checkpoints, and the contamination check. Each is cached or resumable on rerun."""
+"""The text study's phases before the matrix: prepare, pre-train, continued pre-training, probes
+on intermediate checkpoints, and the contamination check. Each is cached or resumable on rerun.
+``text_setup`` runs them and hands the matrix its ``Setup``."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+
+from transformers import AutoTokenizer
 
 from pretune.config import FinetuneConfig, PretrainConfig, StrategyConfig, StudyConfig
-
-
-@dataclass
-class Phase:
-    """Compute accounting for one phase of the study."""
-
-    phase: str
-    tokens: int | None
-    seconds: float
-    flops: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from pretune.data.pipeline import prepare
+from pretune.data.shards import PackedTokens
+from pretune.errors import PretuneError
+from pretune.finetune.run import finetune
+from pretune.study.contamination import ngram_overlap
+from pretune.study.matrix import Phase, Setup, StartSpec, task_label
+from pretune.tasks import get_kind
+from pretune.train.checkpoint import latest_checkpoint
+from pretune.train.pretrain import pretrain
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -46,9 +43,6 @@ def loop_history(path: Path) -> list[dict]:
 
 
 def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Phase]) -> Path:
-    from pretune.train.checkpoint import latest_checkpoint
-    from pretune.train.pretrain import pretrain
-
     run_dir = Path(pcfg.output_dir) / pcfg.name
     final = run_dir / "final"
     if not (final / "config.json").exists():
@@ -67,8 +61,6 @@ def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Ph
 def run_pretraining(cfg: StudyConfig, out: Path, phases: list[Phase]) -> tuple[dict[str, Path], dict | None, Path | None]:
     """Prepare the corpus and (continue to) pre-train. Returns (named checkpoints, pre-training
     curves for the report, prepared artifact dir)."""
-    from pretune.data.pipeline import prepare
-
     checkpoints: dict[str, Path] = {}
     prep_dir: Path | None = None
     pretrain_info: dict | None = None
@@ -119,8 +111,6 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
                phases: list[Phase]) -> list[dict] | None:
     """Linear probe (scikit-learn on frozen features) on each intermediate checkpoint: when did
     more pre-training stop paying off? Step 0 is the random-init model of the same shape."""
-    from pretune.finetune.run import finetune
-
     if cfg.pretrain is None or "pretrained" not in checkpoints:
         return None
     cache = out / "probes.json"
@@ -137,7 +127,7 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
     t0 = time.perf_counter()
     rows = []
     for tname, task in loaded.items():
-        task_cfg = next(t for t in cfg.tasks if _task_name(t) == tname)
+        task_cfg = next(t for t in cfg.tasks if task_label(t) == tname)
         for step, model_name, tok in targets:
             if (tname, step) in done:
                 rows.append(done[(tname, step)])
@@ -166,20 +156,9 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
     return rows
 
 
-def _task_name(t) -> str:
-    from pretune.study.runner import task_label
-
-    return task_label(t)
-
-
 def contamination_for_tasks(cfg: StudyConfig, prep_dir: Path, loaded: dict) -> list[dict]:
     """n-gram overlap between the pre-training corpus (decoded from the shards, so exactly what
     the model saw) and each task's test split."""
-    from transformers import AutoTokenizer
-
-    from pretune.data.shards import PackedTokens
-    from pretune.study.contamination import ngram_overlap
-
     tok = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
     packed = PackedTokens(prep_dir, "train")
     n_docs = len(packed.doc_starts) - 1
@@ -194,3 +173,32 @@ def contamination_for_tasks(cfg: StudyConfig, prep_dir: Path, loaded: dict) -> l
         res = ngram_overlap(corpus(), list(task.test.texts), n=cfg.contamination_ngram)
         results.append({"task": tname, **res})
     return results
+
+
+def _start_spec(cfg: StudyConfig, start: str, checkpoints: dict[str, Path]) -> StartSpec:
+    """scratch: the pre-training architecture at random init; pretrained / continued: their
+    checkpoints; anything else is a model name (hf:<dir>, builtin:minilm, a checkpoint dir)."""
+    if start == "scratch":
+        if cfg.pretrain is None:
+            raise PretuneError("start 'scratch' needs a `pretrain:` section (its architecture); "
+                               "add one or drop the start")
+        return StartSpec(cfg.pretrain.model.name, dict(cfg.pretrain.model.overrides),
+                         str(checkpoints["tokenizer"]))
+    if start in ("pretrained", "continued"):
+        if start not in checkpoints:
+            section = "pretrain" if start == "pretrained" else "continued"
+            raise PretuneError(f"start '{start}' needs a `{section}:` section in the study config")
+        return StartSpec(str(checkpoints[start]))
+    return StartSpec(start)
+
+
+def text_setup(cfg: StudyConfig, out: Path, phases: list[Phase]) -> Setup:
+    """Prepare, pre-train, load the tasks once, probes and contamination."""
+    checkpoints, pretrain_info, prep_dir = run_pretraining(cfg, out, phases)
+    starts = {s: _start_spec(cfg, s, checkpoints) for s in cfg.starts}  # bad starts fail here
+    tasks = {task_label(t): t for t in cfg.tasks}
+    loaded = {name: get_kind(t.kind).load(cfg.finetune.model_copy(update={"task": t}))
+              for name, t in tasks.items()}
+    contamination = contamination_for_tasks(cfg, prep_dir, loaded) if prep_dir else None
+    probes = run_probes(cfg, out, checkpoints, loaded, phases) if cfg.probes else None
+    return Setup(starts, tasks, loaded, pretrain_info, probes, contamination)

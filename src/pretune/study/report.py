@@ -8,17 +8,15 @@ loads nothing from anywhere, and runs no script. Every user-supplied string is e
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pretune.errors import PretuneError
 from pretune.study import plots
+from pretune.study.render import Block, render_html, render_md, slug, write_pngs
 from pretune.study.stats import (
     LOWER_IS_BETTER,
     format_p,
@@ -39,25 +37,6 @@ RESULT_COLUMNS = [
     "train_examples", "trainable_params",
 ]
 LIST_COLUMNS = ["labels", "confusion"]
-
-Block = tuple  # ("p", text, cls) | ("table", headers, rows, classes) | ("img", file, png, alt) ...
-
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
-max-width:1100px;padding:0 16px;color:#1d232a}
-h1{font-size:24px;margin-bottom:4px}h2{border-bottom:2px solid #dde3ea;padding-bottom:4px;
-margin-top:32px}h3{margin-bottom:6px}.meta{color:#5b6570}
-table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
-th,td{border:1px solid #d5dbe1;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f0f3f6}tr.good td{background:#eaf7ea}tr.bad td{background:#fdecea}
-tr.flag td{background:#fdecea;color:#b00020;font-weight:600}
-p.verdict{padding:8px 12px;border-left:5px solid #9aa5b1;background:#f6f8fa;margin:6px 0}
-p.good{border-color:#2e7d32}p.bad{border-color:#c62828}
-img{max-width:100%;border:1px solid #e3e7eb;margin:4px 8px 12px 0}
-pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:12px}
-.imgs{display:flex;flex-wrap:wrap;align-items:flex-start}
-"""
-
 
 # --------------------------------------------------------------------------- formatting
 
@@ -105,10 +84,6 @@ def _budget(row: dict) -> str:
     if row.get("budget_label") == "all":
         return f"all ({row['budget']:,})" if row["budget"] > 0 else "all"
     return f"{row['budget']:,}"
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "x"
 
 
 def _maybe_json(v: Any) -> Any:
@@ -221,7 +196,7 @@ def _task_section(task: str, rows: list[dict], full_table: list[dict], metric: s
                      str(t["failed"]) if t["failed"] else ""])
         good = t["significant"] and ((t["delta"] < 0) == (metric in LOWER_IS_BETTER))
         classes.append("good" if good else "bad" if t["significant"] else "")
-    blocks: list[Block] = [("img", f"efficiency_{_slug(task)}.png", png,
+    blocks: list[Block] = [("img", f"efficiency_{slug(task)}.png", png,
                             f"{task}: {metric_name(metric)} vs label budget")]
     blocks.append(("table", headers, body, classes))
     sentences = []
@@ -256,7 +231,7 @@ def _confusion_blocks(rows: list[dict], metric: str, tasks: list[str]) -> list[B
                      f"{metric_name(metric)} {_num(float(best[metric]), metric)}")
             png = plots.confusion_heatmap(_maybe_json(best["confusion"]),
                                           _maybe_json(best.get("labels")) or [], title)
-            imgs.append((f"confusion_{_slug(task)}_{_slug(start)}.png", png, title))
+            imgs.append((f"confusion_{slug(task)}_{slug(start)}.png", png, title))
         label = next(r["budget_label"] for r in have if r["budget"] == top)
         blocks += [("h3", f"{task} at {_budget({'budget': top, 'budget_label': label})} labels"),
                    ("imgs", imgs)]
@@ -362,92 +337,6 @@ def _loss(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{float(v):.{digits}f}"
 
 
-# --------------------------------------------------------------------------- renderers
-
-
-def _render_html(title: str, sections: list[tuple[str, list[Block]]]) -> str:
-    e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{e(title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
-
-    def img(png: bytes, alt: str) -> str:
-        return f'<img alt="{e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-    for head, blocks in sections:
-        out.append(f'<section id="{_slug(head.lower())}"><h2>{e(head)}</h2>')
-        for b in blocks:
-            kind = b[0]
-            if kind == "h3":
-                out.append(f"<h3>{e(b[1])}</h3>")
-            elif kind == "p":
-                out.append(f'<p class="{e(b[2])}">{e(b[1])}</p>')
-            elif kind == "ul":
-                out.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
-            elif kind == "details":
-                items = "".join(f'<p class="verdict">{e(x)}</p>' for x in b[2])
-                out.append(f"<details><summary>{e(b[1])}</summary>{items}</details>")
-            elif kind == "table":
-                _, headers, body, classes = b
-                rows = "".join(
-                    f'<tr class="{e(classes[i] if i < len(classes) else "")}">'
-                    + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for i, r in enumerate(body))
-                out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
-                           + f"</tr>{rows}</table>")
-            elif kind == "img":
-                out.append(img(b[2], b[3]))
-            elif kind == "imgs":
-                out.append('<div class="imgs">' + "".join(img(p, a) for _, p, a in b[1]) + "</div>")
-            elif kind == "pre":
-                out.append(f"<pre>{e(b[1])}</pre>")
-        out.append("</section>")
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
-def _md_cell(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
-
-
-def _render_md(title: str, sections: list[tuple[str, list[Block]]]) -> str:
-    out = [f"# {title}", ""]
-    for head, blocks in sections:
-        out += [f"## {head}", ""]
-        for b in blocks:
-            kind = b[0]
-            if kind == "h3":
-                out += [f"### {b[1]}", ""]
-            elif kind == "p":
-                out += [f"**{b[1]}**" if "verdict" in b[2] else b[1], ""]
-            elif kind == "ul":
-                out += [f"- {x}" for x in b[1]] + [""]
-            elif kind == "details":
-                out += [f"{b[1]}:", ""] + [f"- {x}" for x in b[2]] + [""]
-            elif kind == "table":
-                _, headers, body, _cls = b
-                out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
-                out.append("|" + "---|" * len(headers))
-                out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
-                out.append("")
-            elif kind == "img":
-                out += [f"![{b[3]}](plots/{b[1]})", ""]
-            elif kind == "imgs":
-                out += [f"![{a}](plots/{f})" for f, _, a in b[1]] + [""]
-            elif kind == "pre":
-                out += ["```yaml", b[1].rstrip("\n"), "```", ""]
-    return "\n".join(out)
-
-
-def _write_pngs(plot_dir: Path, sections: list[tuple[str, list[Block]]]) -> None:
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    for _, blocks in sections:
-        for b in blocks:
-            if b[0] == "img":
-                (plot_dir / b[1]).write_bytes(b[2])
-            elif b[0] == "imgs":
-                for f, png, _ in b[1]:
-                    (plot_dir / f).write_bytes(png)
-
-
 def write_report(out_dir: Path, *, name: str, results: list[dict], metric: str,
                  pretrain: dict | None = None, probes: list[dict] | None = None,
                  contamination: list[dict] | None = None, compute: list[dict] | None = None,
@@ -482,7 +371,7 @@ def write_report(out_dir: Path, *, name: str, results: list[dict], metric: str,
     write_summary_csv(paths["summary"], table)
     title, sections = _build(name, rows, table, metric, baseline, pretrain, probes,
                              contamination, list(compute or []), config_yaml, notes)
-    _write_pngs(paths["plots"], sections)
-    paths["md"].write_text(_render_md(title, sections), encoding="utf-8")
-    paths["html"].write_text(_render_html(title, sections), encoding="utf-8")
+    write_pngs(paths["plots"], sections)
+    paths["md"].write_text(render_md(title, sections), encoding="utf-8")
+    paths["html"].write_text(render_html(title, sections), encoding="utf-8")
     return paths

@@ -1,9 +1,7 @@
-"""The image half of ``pretune study`` (``modality: image``): pre-train an image model, then
-hand the runner a cell function that fine-tunes every start on the image tasks.
-
-The matrix, caching, retries, statistics and the report are the text study's own
-(``pretune.study.runner``); only the phases before the matrix and the per-cell call differ.
-The pre-trained model lives in ``runs/<study>/pretrain/model`` and is reused on rerun.
+"""The image study's phases before the matrix (``modality: image``): pre-train an image model
+(resumable, reused on rerun), load the image tasks, and check contamination. ``image_setup``
+hands the matrix its ``Setup``; the cells are the same fine-tuning runs as a text study's.
+The pre-trained model lives in ``runs/<study>/pretrain/model``.
 """
 
 from __future__ import annotations
@@ -12,17 +10,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pretune.config import ImageDataConfig, ImageFinetuneConfig, ImageStudyConfig, ModelConfig
+from pretune.config import ImageDataConfig, ImageStudyConfig
+from pretune.data.images import load_image_task
 from pretune.errors import PretuneError
-from pretune.study.phases import Phase, loop_history
-from pretune.study.runner import Cell, Setup, start_finetune, task_label
+from pretune.models.start import resolve_start
+from pretune.models.vision import checkpoint_image_info
+from pretune.study.contamination import image_overlap
+from pretune.study.matrix import Phase, Setup, StartSpec, task_labels
+from pretune.study.phases import loop_history
+from pretune.train.checkpoint import latest_checkpoint
+from pretune.train.pretrain_images import pretrain_images
 
 
 def _pretrain(cfg: ImageStudyConfig, out: Path, phases: list[Phase]) -> tuple[Path | None, dict | None]:
     """Run (resume, or reuse) the pre-training phase; returns (model dir, report info)."""
-    from pretune.train.checkpoint import latest_checkpoint
-    from pretune.vision import pretrain_images
-
     if cfg.pretrain is None:
         return None, None
     run_dir = out / "pretrain"
@@ -44,48 +45,34 @@ def _pretrain(cfg: ImageStudyConfig, out: Path, phases: list[Phase]) -> tuple[Pa
     return run_dir / "model", info
 
 
-def _start_spec(cfg: ImageStudyConfig, start: str, pretrained: Path | None,
-                base: ModelConfig) -> ModelConfig:
+def _start_spec(cfg: ImageStudyConfig, start: str, pretrained: Path | None) -> StartSpec:
     """The model a start fine-tunes: scratch is the pre-training architecture at random init."""
-    from pretune.models.vision import resolve_image_start
-
     if start == "scratch":
-        arch = cfg.pretrain.model if cfg.pretrain is not None else base
-        if resolve_image_start(arch.name)[0] != "arch":
+        arch = cfg.pretrain.model if cfg.pretrain is not None else cfg.finetune.model
+        if not resolve_start(arch.name).require("image").random_init:
             raise PretuneError(f"start 'scratch' needs an architecture name, not {arch.name}; "
                                "add a `pretrain:` section or set finetune.model.name=resnet-tiny")
-        return base.model_copy(update={"name": arch.name, "overrides": arch.overrides})
+        return StartSpec(arch.name, dict(arch.overrides))
     if start == "pretrained":
         if pretrained is None:
             raise PretuneError("start 'pretrained' needs a `pretrain:` section in the study config")
-        return base.model_copy(update={"name": str(pretrained), "overrides": {}})
-    resolve_image_start(start)  # unknown names and missing directories fail before any cell
-    return base.model_copy(update={"name": start})
+        return StartSpec(str(pretrained), {})
+    resolve_start(start).require("image")  # unknown names / missing dirs fail before any cell
+    return StartSpec(start)
 
 
 def _load_tasks(cfg: ImageStudyConfig, pretrained: Path | None) -> dict[str, Any]:
     """Each task once, all training images (budgets are drawn per cell with the cell's seed);
     without ``image_size`` a task takes the pre-trained checkpoint's size."""
-    from pretune.data.images import load_image_task
-    from pretune.models.vision import checkpoint_image_info
-
     size = checkpoint_image_info(pretrained).get("image_size") if pretrained else None
-    loaded = {}
-    for t in cfg.tasks:
-        name = task_label(t)
-        if name in loaded:
-            raise PretuneError(f"two study tasks are both named '{name}'; rename one of the files")
-        loaded[name] = load_image_task(t.model_copy(update={"budget": None}), seed=0,
-                                       image_size=None if t.image_size else size)
-    return loaded
+    return {name: load_image_task(t.model_copy(update={"budget": None}), seed=0,
+                                  image_size=None if t.image_size else size)
+            for name, t in task_labels(cfg).items()}
 
 
 def _contamination(cfg: ImageStudyConfig, tasks: dict[str, ImageDataConfig],
                    loaded: dict[str, Any]) -> list[dict] | None:
     """Test images that are pixel-identical to a pre-training image in the task's format."""
-    from pretune.data.images import load_image_task
-    from pretune.study.contamination import image_overlap
-
     if cfg.pretrain is None or not cfg.contamination:
         return None
     results = []
@@ -99,32 +86,12 @@ def _contamination(cfg: ImageStudyConfig, tasks: dict[str, ImageDataConfig],
 
 
 def image_setup(cfg: ImageStudyConfig, out: Path, phases: list[Phase]) -> Setup:
-    """Pre-train, load the tasks, check contamination; cells run ``finetune_images``."""
-    from pretune.vision import finetune_images
-
+    """Pre-train, load the tasks, check contamination."""
     pretrained, info = _pretrain(cfg, out, phases)
-    tasks = {task_label(t): t for t in cfg.tasks}
+    tasks = task_labels(cfg)
     loaded = _load_tasks(cfg, pretrained)
-    specs = {s: _start_spec(cfg, s, pretrained, cfg.finetune.model) for s in cfg.starts}
-    contamination = _contamination(cfg, tasks, loaded)
-
-    def run_cell(cell: Cell) -> tuple[Any, list[str]]:
-        ft = start_finetune(cfg, cell.start)
-        assert isinstance(ft, ImageFinetuneConfig)
-        spec = specs[cell.start]
-        model = ft.model.model_copy(update={"name": spec.name, "overrides": spec.overrides})
-        cell_cfg = ft.model_copy(update={
-            "name": cell.key, "output_dir": str(out / "cells"), "model": model,
-            "data": tasks[cell.task].model_copy(update={"budget": cell.budget}),
-            "strategy": cfg.strategies[cell.strategy_index],
-            "train": ft.train.model_copy(update={"seed": cell.seed, "progress": False,
-                                                 "tensorboard": False}),
-            "save_model": False,
-        })
-        task = loaded[cell.task]
-        return finetune_images(cell_cfg, overwrite=True, task=task), task.labels
-
-    return Setup(run_cell, info, None, contamination)
+    starts = {s: _start_spec(cfg, s, pretrained) for s in cfg.starts}
+    return Setup(starts, tasks, loaded, info, None, _contamination(cfg, tasks, loaded))
 
 
 __all__ = ["image_setup"]

@@ -1,4 +1,4 @@
-"""k-fold cross-validation of one FinetuneConfig over the task's train+val pool.
+"""k-fold cross-validation of one FinetuneConfig (any task kind) over the task's train+val pool.
 
 Each fold trains on k-1 folds and is scored on the held-out fold (the test split is never
 looked at for selection). Folds are stratified by class for single-label tasks (scikit-learn
@@ -12,15 +12,17 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pretune.config import FinetuneConfig
-from pretune.data.labeled import LabeledTask, Split, majority_baseline
 from pretune.errors import PretuneError
+from pretune.finetune.run import finetune, prepare_task, selection_metric
+from pretune.tasks import get_kind
+from pretune.tasks.base import TaskKind, scalars
 
 
 @dataclass
@@ -33,15 +35,6 @@ class CVResult:
     mean_metrics: dict[str, float] = field(default_factory=dict)
     std_metrics: dict[str, float] = field(default_factory=dict)
     out_dir: Path | None = None
-
-
-def pool(task: LabeledTask) -> Split:
-    """train + val as one split (the examples cross-validation may use)."""
-    pairs = None
-    if task.train.pairs is not None:
-        pairs = list(task.train.pairs) + list(task.val.pairs or [""] * len(task.val))
-    return Split(list(task.train.texts) + list(task.val.texts),
-                 list(task.train.labels) + list(task.val.labels), pairs)
 
 
 def fold_indices(labels: Sequence[Any], task_type: str, k: int, seed: int = 0,
@@ -72,17 +65,14 @@ def fold_indices(labels: Sequence[Any], task_type: str, k: int, seed: int = 0,
     return [held for _, held in splitter.split(idx)]
 
 
-def make_folds(task: LabeledTask, k: int, seed: int = 0) -> list[LabeledTask]:
+def make_folds(kind: TaskKind, task: Any, k: int, seed: int = 0) -> list[Any]:
     """k tasks: train = the other k-1 folds of train+val, val = this fold, test unchanged."""
-    everything = pool(task)
-    folds = fold_indices(everything.labels, task.type, k, seed, task.labels)
+    everything = kind.pool(task)
+    folds = fold_indices(kind.fold_labels(everything), task.type, k, seed, task.labels)
     out = []
     for i, held in enumerate(folds):
         keep = np.setdiff1d(np.arange(len(everything)), held)
-        train, val = everything.subset(keep), everything.subset(held)
-        out.append(replace(task, train=train, val=val,
-                           majority_baseline=majority_baseline(task.type, train, task.test),
-                           info={**task.info, "fold": i, "k": k}))
+        out.append(kind.refold(task, everything.subset(keep), everything.subset(held), i, k))
     return out
 
 
@@ -91,12 +81,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def _scalars(m: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in m.items() if isinstance(v, int | float)}
-
-
 def cross_validate(cfg: FinetuneConfig, k: int, *, out_dir: str | Path | None = None,
-                   task: LabeledTask | None = None, metric: str | None = None,
+                   task: Any | None = None, metric: str | None = None,
                    overwrite: bool = False, features_cache: dict | None = None,
                    on_fold: Callable[[int, float], None] | None = None) -> CVResult:
     """Fine-tune ``cfg`` once per fold; return the mean ± std of the validation ``metric``.
@@ -106,16 +92,15 @@ def cross_validate(cfg: FinetuneConfig, k: int, *, out_dir: str | Path | None = 
     per-fold metrics to ``out_dir/cv.json``. ``on_fold(i, score)`` runs after each fold and may
     raise (a sweep raises ``optuna.TrialPruned`` there). ``task`` (a loaded task) is used as-is,
     with ``cfg.task.budget`` applied like ``finetune`` does."""
-    from pretune.finetune.run import finetune, prepare_task, selection_metric
-
+    kind = get_kind(cfg.task.kind)
     out = Path(out_dir) if out_dir is not None else Path(cfg.output_dir) / cfg.name
     if out.exists():
         if not overwrite:
             raise PretuneError(f"{out} already exists; pass --overwrite or choose another name=")
         shutil.rmtree(out)
-    task = prepare_task(cfg, task)
-    metric = metric or selection_metric(cfg, task.type)
-    folds = make_folds(task, k, cfg.task.split_seed)
+    task = prepare_task(cfg, task, kind)
+    metric = metric or selection_metric(cfg, kind, task)
+    folds = make_folds(kind, task, k, cfg.task.split_seed)
     out.mkdir(parents=True)
     cache = features_cache if features_cache is not None else {}  # folds share the extractor
     scores: list[float] = []
@@ -125,14 +110,14 @@ def cross_validate(cfg: FinetuneConfig, k: int, *, out_dir: str | Path | None = 
         result = finetune(fold_cfg, overwrite=True, task=fold_task, features_cache=cache)
         if getattr(result, "stopped_reason", "") == "interrupted":
             raise KeyboardInterrupt  # Ctrl-C stopped training early: not a real score
-        val = _scalars(result.val_metrics)
+        val = scalars(result.val_metrics)
         if metric not in val:
             raise PretuneError(f"metric '{metric}' is not a validation metric of {task.name}; "
                                f"choose one of: {', '.join(sorted(val))}")
         scores.append(val[metric])
         per_fold.append({
             "fold": i, "train_examples": len(fold_task.train), "val_examples": len(fold_task.val),
-            "val_class_counts": _class_counts(fold_task), "val": val,
+            "val_class_counts": _class_counts(kind, fold_task), "val": val,
         })
         if on_fold is not None:
             on_fold(i, val[metric])
@@ -149,9 +134,9 @@ def cross_validate(cfg: FinetuneConfig, k: int, *, out_dir: str | Path | None = 
     return res
 
 
-def _class_counts(task: LabeledTask) -> dict[str, int] | None:
+def _class_counts(kind: TaskKind, task: Any) -> dict[str, int] | None:
     if task.type != "single_label":
         return None
-    counts = Counter(task.val.labels)
+    counts = Counter(kind.fold_labels(task.val))
     return {task.labels[c]: counts.get(c, 0) for c in range(len(task.labels))}
 

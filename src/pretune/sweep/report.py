@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from pretune.config import SweepConfig, dump_yaml
+from pretune.config.sweep import apply_params
 from pretune.study import plots
-from pretune.study.report import _render_html, _render_md, _write_pngs
-from pretune.sweep.space import apply_params
+from pretune.study.render import render_html, render_md, write_pngs
 
 MAX_ROWS = 30  # trials shown in the report table (trials.csv has all)
 
@@ -222,9 +222,9 @@ def write_outputs(root: Path, cfg: SweepConfig, study: Any, metric: str,
     importances, note = param_importances(study, cfg)
     sections = _build(cfg, root, trials, best, metric, direction, importances, note)
     title = f"Sweep {cfg.name}"
-    _write_pngs(root / "plots", sections)
-    (root / "report.md").write_text(_render_md(title, sections), encoding="utf-8")
-    (root / "report.html").write_text(_render_html(title, sections), encoding="utf-8")
+    write_pngs(root / "plots", sections)
+    (root / "report.md").write_text(render_md(title, sections), encoding="utf-8")
+    (root / "report.html").write_text(render_html(title, sections), encoding="utf-8")
     errors = [t.user_attrs["error"] for t in trials if t.user_attrs.get("error")]
     summary = {
         "metric": metric, "direction": direction, "kfold": cfg.kfold,

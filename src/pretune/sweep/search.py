@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import threading
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pretune.config import FinetuneConfig, SweepConfig
-from pretune.data.labeled import LabeledTask, load_task
+from pretune.config import FinetuneConfig, ParamSpec, SweepConfig
+from pretune.config.sweep import apply_params, grid_space
 from pretune.errors import PretuneError
-from pretune.sweep.kfold import cross_validate, fold_indices, pool
-from pretune.sweep.space import apply_params, grid_space, suggest
+from pretune.evaluate.metrics import metric_mode
+from pretune.finetune.run import finetune, selection_metric
+from pretune.sweep.kfold import cross_validate, fold_indices
+from pretune.sweep.report import write_outputs
+from pretune.tasks import get_kind
+from pretune.tasks.base import TaskKind
 
 # Settings that may change between runs of one sweep (how long/wide it runs, not what it does).
 RESUMABLE = {"n_trials", "timeout_minutes", "n_jobs", "save_models"}
@@ -106,22 +109,10 @@ def _check_same_sweep(root: Path, cfg: SweepConfig) -> None:
     saved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
-def resolve_metric(cfg: SweepConfig, task: LabeledTask) -> str:
+def resolve_metric(cfg: SweepConfig, kind: TaskKind, task: Any) -> str:
     """The validation metric to optimise; checked against the metrics the task produces."""
-    from pretune.evaluate.metrics import task_metrics
-    from pretune.finetune.run import selection_metric
-
-    metric = selection_metric(cfg.base, task.type) if cfg.metric == "auto" else cfg.metric
-    labels = pool(task).labels
-    n = len(labels)
-    if task.type == "regression":
-        dummy: Any = np.linspace(0.0, 1.0, n)
-    else:  # uniform probabilities: only the key names matter here
-        dummy = np.full((n, max(len(task.labels), 1)), 1.0 / max(len(task.labels), 1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        names = {k for k, v in task_metrics(task.type, labels, dummy, task.labels).items()
-                 if isinstance(v, int | float)}
+    metric = selection_metric(cfg.base, kind, task) if cfg.metric == "auto" else cfg.metric
+    names = kind.metric_names(task)
     if metric not in names:
         raise PretuneError(f"sweep metric '{metric}' is not a metric of {task.type} task "
                            f"{task.name}; choose one of: {', '.join(sorted(names))}")
@@ -201,6 +192,17 @@ def remaining_trials(study: Any, cfg: SweepConfig) -> int | None:
     return None if left is None else max(left, 0)
 
 
+def suggest(trial: Any, key: str, spec: ParamSpec) -> Any:
+    """Sample one value with an ``optuna.Trial`` (the grid sampler answers from its grid)."""
+    if spec.choices is not None:
+        return trial.suggest_categorical(key, spec.choices)
+    assert spec.low is not None and spec.high is not None
+    if spec.integer:
+        return trial.suggest_int(key, int(spec.low), int(spec.high), step=int(spec.step or 1),
+                                 log=spec.log)
+    return trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
+
+
 # --------------------------------------------------------------------------- one trial
 
 
@@ -210,15 +212,15 @@ class _Trials:
     def __init__(self, cfg: SweepConfig, root: Path, metric: str) -> None:
         self.cfg, self.root, self.metric = cfg, root, metric
         self.features: dict = {}  # sklearn linear-probe features, keyed by start model
-        self._tasks: dict[tuple[str, int], LabeledTask] = {}
+        self._tasks: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
 
-    def task(self, ft: FinetuneConfig) -> LabeledTask:
+    def task(self, ft: FinetuneConfig) -> Any:
         # Same task config + seed -> same splits and budget, so trials load it once.
         key = (ft.task.model_dump_json(), ft.train.seed)
         with self._lock:
             if key not in self._tasks:
-                self._tasks[key] = load_task(ft.task, seed=ft.train.seed)
+                self._tasks[key] = get_kind(ft.task.kind).load(ft)
             return self._tasks[key]
 
 
@@ -246,8 +248,6 @@ def trial_config(cfg: SweepConfig, root: Path, number: int, params: dict[str, An
 
 def objective(trial: Any, ctx: _Trials) -> float:
     """Score one parameter set on validation (or the k-fold CV mean)."""
-    from pretune.finetune.run import finetune
-
     cfg = ctx.cfg
     params = {key: suggest(trial, key, spec) for key, spec in cfg.space.items()}
     report = _reporter(trial)
@@ -296,24 +296,21 @@ def run_sweep(cfg: SweepConfig, overwrite: bool = False) -> Path:
 
     Every trial is scored on the validation split (or the k-fold CV mean over train+val),
     never on the test split. ``overwrite`` deletes an existing sweep directory first."""
-    from pretune.sweep.report import write_outputs
-
     root = sweep_dir(cfg)
     if overwrite and root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     with _lock(root):
         _check_same_sweep(root, cfg)
-        task = load_task(cfg.base.task, seed=cfg.base.train.seed)
+        kind = get_kind(cfg.base.task.kind)
+        task = kind.load(cfg.base)
         if cfg.kfold:  # fail now, not after the first trial (e.g. k > smallest class)
-            fold_indices(pool(task).labels, task.type, cfg.kfold, cfg.base.task.split_seed,
-                         task.labels)
+            fold_indices(kind.fold_labels(kind.pool(task)), task.type, cfg.kfold,
+                         cfg.base.task.split_seed, task.labels)
         elif not len(task.val):
             raise PretuneError("sweep needs a validation split to score trials: set "
                                "base.task.val_fraction > 0 or base.task.validation, or use kfold")
-        metric = resolve_metric(cfg, task)
-        from pretune.evaluate.metrics import metric_mode
-
+        metric = resolve_metric(cfg, kind, task)
         direction = "minimize" if metric_mode(metric) == "min" else "maximize"
         study = open_study(cfg, root, direction)
         stale = recover_stale(study, cfg)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pretune.data.stream import EpochCursor
 from pretune.errors import PretuneError
 from pretune.models.heads import sparse_mlm_loss
-from pretune.train.stream import EpochCursor
 
 
 @dataclass(frozen=True)

@@ -19,25 +19,20 @@ import torch
 from torch import nn
 
 from pretune.config import PrepareConfig, PretrainConfig, dump_yaml
+from pretune.data.pipeline import prepare
 from pretune.errors import PretuneError
-from pretune.models.registry import (
-    count_params,
-    flops_per_token,
-    load_model,
-    load_tokenizer_for,
-    objective_for,
-    resolve_start,
-)
+from pretune.models.card import model_card
+from pretune.models.registry import count_params, flops_per_token, load_model, load_tokenizer_for
+from pretune.models.start import resolve_start
 from pretune.train import checkpoint as ckpt
-from pretune.train.loop import default_save, distributed, fit
+from pretune.train.loop import Evaluation, fit
 from pretune.train.objectives import BlockBatches, MaskingSpec, loss_for
+from pretune.train.runtime import default_save, distributed
 
 
 def _artifact(data: str | PrepareConfig) -> Path:
     if isinstance(data, PrepareConfig):
-        from pretune.data.pipeline import prepare  # cached: a second call reuses the artifact
-
-        return Path(prepare(data))
+        return Path(prepare(data))  # cached: a second call reuses the artifact
     path = Path(data).expanduser()
     if not path.is_dir():
         raise PretuneError(f"data={data}: shard directory not found; run `pretune prepare` first")
@@ -57,37 +52,22 @@ def _check_same_tokenizer(model_tok: Any, data_tok_dir: Path, model_name: str) -
         )
 
 
-def model_card(*, name: str, corpus: str, objective: str, model: nn.Module, steps: int,
-               tokens: int, train_loss: float | None, val_loss: float | None) -> str:
-    auto = "AutoModelForMaskedLM" if objective == "mlm" else "AutoModelForCausalLM"
+def pretrain_card(*, name: str, corpus: str, objective: str, model: nn.Module, steps: int,
+                  tokens: int, train_loss: float | None, val_loss: float | None) -> str:
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
     ppl = "n/a" if val_loss is None else f"{math.exp(min(val_loss, 50)):.2f}"
     cfg = model.config
-    return f"""---
-library_name: transformers
-tags: [pretune, {objective}]
----
-# {name}
-
-Pre-trained with [pretune](https://example.invalid/pretune) ({objective.upper()} objective).
-
-| | |
-|---|---|
-| architecture | {cfg.model_type}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {count_params(model):,} parameters |
-| corpus | {corpus} |
-| objective | {objective} |
-| steps / tokens | {steps:,} / {tokens:,} |
-| final train loss | {fmt(train_loss)} |
-| final validation loss (perplexity) | {fmt(val_loss)} ({ppl}) |
-
-## Load
-
-```python
-from transformers import AutoTokenizer, {auto}
-tokenizer = AutoTokenizer.from_pretrained("<this directory>")
-model = {auto}.from_pretrained("<this directory>")
-```
-"""
+    return model_card(
+        title=name, tags=("pretune", objective),
+        summary=f"Pre-trained with [pretune](https://example.invalid/pretune) "
+                f"({objective.upper()} objective).",
+        facts=[("architecture", f"{cfg.model_type}, {cfg.num_hidden_layers} layers, hidden "
+                                f"{cfg.hidden_size}, {count_params(model):,} parameters"),
+               ("corpus", corpus), ("objective", objective),
+               ("steps / tokens", f"{steps:,} / {tokens:,}"),
+               ("final train loss", fmt(train_loss)),
+               ("final validation loss (perplexity)", f"{fmt(val_loss)} ({ppl})")],
+        auto_class="AutoModelForMaskedLM" if objective == "mlm" else "AutoModelForCausalLM")
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
@@ -110,23 +90,17 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
     tok_dir = artifact / "tokenizer"
     if not tok_dir.is_dir():
         raise PretuneError(f"{artifact} has no tokenizer/ directory; re-run `pretune prepare`")
-    tokenizer = load_tokenizer_for(cfg.model, tok_dir)
-    how, _ = resolve_start(cfg.model.name)
-    if how == "dir":
+    start = resolve_start(cfg.model.name).require("text")
+    tokenizer = load_tokenizer_for(cfg.model, tok_dir, start=start)
+    if not start.random_init:
         _check_same_tokenizer(tokenizer, tok_dir, cfg.model.name)
 
     torch.manual_seed(cfg.train.seed)  # model init
-    objective = cfg.objective
-    if objective == "auto":
-        from pretune.models.registry import ARCHS
-
-        if how == "arch":
-            objective = "clm" if ARCHS[cfg.model.name].family == "gpt" else "mlm"
-        else:
-            from transformers import AutoConfig
-
-            objective = objective_for(AutoConfig.from_pretrained(resolve_start(cfg.model.name)[1]))
-    model = load_model(cfg.model, objective, tokenizer)
+    objective = start.objective if cfg.objective == "auto" else cfg.objective
+    if objective is None:
+        raise PretuneError(f"model.name={cfg.model.name} ({start.model_type}) supports neither "
+                           "masked nor causal LM; choose an encoder or decoder checkpoint")
+    model = load_model(cfg.model, objective, tokenizer, start=start)
     if cfg.seq_len > model.config.max_position_embeddings:
         raise PretuneError(
             f"seq_len={cfg.seq_len} exceeds the model's {model.config.max_position_embeddings} "
@@ -167,7 +141,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
         default_save(m, path)
         tokenizer.save_pretrained(path)
         steps = int(path.name.split("-")[-1]) if path.name.startswith("step-") else 0
-        (path / "README.md").write_text(model_card(
+        (path / "README.md").write_text(pretrain_card(
             name=cfg.name, corpus=corpus, objective=objective, model=m, steps=steps,
             tokens=steps * cfg.train.batch_size * cfg.train.grad_accum * cfg.seq_len * world,
             train_loss=last_train_loss(), val_loss=last["val_loss"]))
@@ -177,8 +151,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     t0 = time.perf_counter()
     result = fit(model, loss_fn, batches, cfg.train, cfg.optim, run_dir,
-                 evaluate=evaluate if val else None, metric="val_loss", mode="min",
-                 save_fn=lambda m, p: save_fn(m, p), resume=resume)
+                 evaluate=Evaluation(evaluate, metric="val_loss") if val else None,
+                 save_fn=save_fn, resume=resume)
     seconds = time.perf_counter() - t0
     if result.stopped_reason == "interrupted":
         if rank == 0:
@@ -202,7 +176,7 @@ def _write_final(final: Path, model: nn.Module, save_fn, result, cfg: PretrainCo
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_fn(model, tmp)
-    (tmp / "README.md").write_text(model_card(
+    (tmp / "README.md").write_text(pretrain_card(
         name=cfg.name, corpus=corpus, objective=objective, model=model, steps=result.steps,
         tokens=result.tokens, train_loss=train_loss, val_loss=val_loss))
     shutil.rmtree(final, ignore_errors=True)

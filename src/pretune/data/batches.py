@@ -1,4 +1,4 @@
-"""Batches of labeled text for the training loop, and batched inference.
+"""Batches of labeled text for the training loop, and length-sorted batches for inference.
 
 Texts are tokenized once (no padding). Each epoch the examples are shuffled, cut into
 mega-batches of ~50 batches, sorted by length inside each mega-batch and split into batches
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pretune.config import AugmentConfig
-from pretune.train.stream import EpochCursor
+from pretune.data.stream import EpochCursor
 
 MEGA_BATCHES = 50
 
@@ -142,29 +142,3 @@ def sorted_batches(enc: Encoded, batch_size: int) -> Iterator[tuple[np.ndarray, 
     for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
         yield idx, collate(enc, idx)
-
-
-@torch.no_grad()
-def model_outputs(model: torch.nn.Module, enc: Encoded, task_type: str, batch_size: int = 64,
-                  device: str | torch.device = "cpu") -> np.ndarray:
-    """Probabilities (N, C) (softmax / sigmoid) or regression values (N,), in input order.
-
-    Results are accumulated on the CPU so evaluation memory does not grow on the device."""
-    was_training = model.training
-    model.eval()
-    out: np.ndarray | None = None
-    for idx, batch in sorted_batches(enc, batch_size):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(**batch).logits.float()  # (B, C)
-        if task_type == "single_label":
-            vals = logits.softmax(-1)
-        elif task_type == "multi_label":
-            vals = logits.sigmoid()
-        else:
-            vals = logits.reshape(-1)
-        vals = vals.cpu().numpy()
-        if out is None:
-            out = np.zeros((len(enc), *vals.shape[1:]), dtype=np.float64)
-        out[idx] = vals
-    model.train(was_training)
-    return out if out is not None else np.zeros((0,))

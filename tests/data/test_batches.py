@@ -7,7 +7,8 @@ import torch
 from transformers import AutoTokenizer
 
 from pretune.config import AugmentConfig
-from pretune.finetune.batches import LabeledBatches, encode, model_outputs
+from pretune.data.batches import LabeledBatches, encode
+from pretune.tasks.text_classification import model_outputs
 
 
 def _batches(wordpiece_dir, rt_rows, **kw) -> tuple[LabeledBatches, AutoTokenizer]:

@@ -1,8 +1,6 @@
-"""The search space: validate dotted ``FinetuneConfig`` keys and their specs, sample them with
-an Optuna trial, and apply a parameter set to the base config.
-
-Kept free of torch/optuna imports: ``SweepConfig`` calls ``check_sweep`` while it is loaded.
-"""
+"""``pretune sweep``'s config: the search space over any FinetuneConfig key, the sampler, k-fold,
+and every check of the space that pydantic types cannot say (unknown keys, grid-only specs,
+each end of a range a valid setting). Kept free of torch/optuna imports."""
 
 from __future__ import annotations
 
@@ -10,14 +8,73 @@ import difflib
 import json
 import math
 import typing
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pretune.config.base import Section, load_yaml
+from pretune.config.finetune import FinetuneConfig
 from pretune.errors import PretuneError
 
-if TYPE_CHECKING:
-    from pretune.config import FinetuneConfig, ParamSpec, SweepConfig
+
+class ParamSpec(Section):
+    """One search dimension: ``choices: [...]`` or a range ``low``..``high`` (``log``, ``int``,
+    ``step``). A plain YAML list is shorthand for ``choices``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True,
+                              validate_by_alias=True)
+
+    choices: list[str | int | float | bool | None] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = Field(False, alias="int")  # `int: true` in YAML
+    step: float | None = Field(None, gt=0)  # checked with its key by SweepConfig
+
+
+class SweepConfig(Section):
+    """``pretune sweep``: Optuna / grid search (optionally k-fold CV) over a FinetuneConfig."""
+
+    name: str = "sweep"
+    output_dir: str = "runs"  # the sweep lives in <output_dir>/<name>/ (optuna.db, trials/...)
+    base: FinetuneConfig = FinetuneConfig()  # or a path to a finetune YAML
+    space: dict[str, ParamSpec] = Field(default_factory=dict)  # dotted FinetuneConfig key -> spec
+    sampler: Literal["tpe", "grid", "random"] = "tpe"
+    n_trials: int | None = Field(20, ge=1)  # None: the whole grid, or until timeout_minutes
+    timeout_minutes: float | None = Field(None, gt=0)
+    pruner: Literal["median", "none"] = "median"
+    metric: str = "auto"  # VALIDATION metric to optimise; auto: macro_f1 / r2; direction from it
+    kfold: int | None = Field(None, ge=2)  # k-fold CV on train+val; the search optimises the mean
+    seed: int = 0  # sampler seed (training seeds come from base.train.seed)
+    n_jobs: int = Field(1, ge=1)  # parallel trials (threads)
+    save_models: bool = False  # keep each trial's model dir (best.yaml retrains the winner)
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base_from_file(cls, v: Any) -> Any:
+        return load_yaml(v) if isinstance(v, str) else v
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space_shorthand(cls, v: Any) -> Any:
+        # A list is `choices`; nested mappings flatten to dotted keys, so the CLI override
+        # `space.optim.lr=[1e-4,1e-3]` means the key "optim.lr".
+        if not isinstance(v, dict):
+            return v
+        spec_keys = set(ParamSpec.model_fields) | {"int"}
+        out: dict[str, Any] = {}
+        for k, s in v.items():
+            if isinstance(s, list):
+                out[k] = {"choices": s}
+            elif isinstance(s, dict) and s and not set(s) <= spec_keys:
+                out.update({f"{k}.{sub}": spec for sub, spec in cls._space_shorthand(s).items()})
+            else:
+                out[k] = s
+        return out
+
+    def model_post_init(self, _context: Any) -> None:
+        check_sweep(self)  # unknown keys, empty space, grid-only specs: PretuneError
+
 
 # Set by the sweep itself for every trial: searching them would break the output layout.
 RESERVED = {"name", "output_dir"}
@@ -37,19 +94,19 @@ def _is_dict(annotation: Any) -> bool:
                for c in (annotation, *typing.get_args(annotation)))
 
 
-def check_key(key: str) -> None:
-    """PretuneError unless ``key`` names a setting (not a section) of FinetuneConfig.
+def check_key(key: str, base: FinetuneConfig | None = None) -> None:
+    """PretuneError unless ``key`` names a setting (not a section) of ``base`` (a
+    FinetuneConfig of any task kind; the default one when not given).
 
     A key may go one level into a dict setting (``model.overrides.hidden_size``)."""
-    from pretune.config import FinetuneConfig
-
     parts = key.split(".")
     if not all(parts):
         raise PretuneError(f"sweep space key '{key}' has an empty part; write e.g. optim.lr")
     if parts[0] in RESERVED and len(parts) == 1:
         raise PretuneError(f"sweep space key '{key}' is set by the sweep itself; remove it")
-    cls: type[BaseModel] = FinetuneConfig
+    node: BaseModel = base if base is not None else FinetuneConfig()
     for i, part in enumerate(parts):
+        cls = type(node)  # the concrete section: `task` is the task kind's own config
         fields = cls.model_fields
         if part not in fields:
             where = ".".join(parts[:i]) or "FinetuneConfig"
@@ -69,6 +126,9 @@ def check_key(key: str) -> None:
                                    f"({key}.<name>)")
             return
         sub = _section(ann)
+        value = getattr(node, part)
+        if isinstance(value, BaseModel):
+            sub = type(value)
         if last:
             if sub is not None:
                 raise PretuneError(f"sweep space key '{key}' is a section; name one of its "
@@ -77,7 +137,9 @@ def check_key(key: str) -> None:
         if sub is None:
             raise PretuneError(f"sweep space key '{key}': {'.'.join(parts[:i + 1])} is a "
                                "setting, not a section")
-        cls = sub
+        if not isinstance(value, BaseModel):  # an optional section left unset
+            return
+        node = value
 
 
 def _spec_error(key: str, msg: str) -> PretuneError:
@@ -151,8 +213,6 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 def apply_params(base: FinetuneConfig, params: dict[str, Any]) -> FinetuneConfig:
     """``base`` with each dotted key set; a value the config rejects is a PretuneError."""
-    from pretune.config import FinetuneConfig
-
     data = json.loads(json.dumps(base.model_dump(mode="json")))
     for key, value in params.items():
         set_dotted(data, key, value)
@@ -173,7 +233,7 @@ def check_sweep(cfg: SweepConfig) -> None:
             "sweep config: 'space' is empty; add at least one dotted FinetuneConfig key, e.g. "
             "space: {optim.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}")
     for key, spec in cfg.space.items():
-        check_key(key)
+        check_key(key, cfg.base)
         check_spec(key, spec, cfg.sampler)
         for value in _endpoints(spec):  # each end of the range must be a valid setting
             apply_params(cfg.base, {key: value})
@@ -185,14 +245,3 @@ def check_sweep(cfg: SweepConfig) -> None:
     elif cfg.n_trials is None and cfg.timeout_minutes is None:
         raise PretuneError(f"sweep config: sampler {cfg.sampler} needs n_trials or "
                            "timeout_minutes (only the grid sampler knows when it is done)")
-
-
-def suggest(trial: Any, key: str, spec: ParamSpec) -> Any:
-    """Sample one value with an ``optuna.Trial`` (the grid sampler answers from its grid)."""
-    if spec.choices is not None:
-        return trial.suggest_categorical(key, spec.choices)
-    assert spec.low is not None and spec.high is not None
-    if spec.integer:
-        return trial.suggest_int(key, int(spec.low), int(spec.high), step=int(spec.step or 1),
-                                 log=spec.log)
-    return trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)

@@ -1,0 +1,70 @@
+"""Config sections of corpus preparation: sources, cleaning, tokenizer, ``pretune prepare``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from pretune.config.base import Section
+
+
+class SourceConfig(Section):
+    """One corpus input: a file, directory, glob, or ``builtin:<name>``."""
+
+    path: str
+    format: Literal["auto", "txt", "jsonl", "csv", "tsv", "parquet"] = "auto"
+    text_field: str = "text"  # column/key holding the text (jsonl/csv/tsv/parquet)
+    txt_mode: Literal["file", "line", "paragraph"] = "file"  # one doc per file/line/blank-line block
+
+
+class CleanConfig(Section):
+    nfkc: bool = True
+    strip_control: bool = True  # control + zero-width characters
+    strip_html: bool = True  # tags and entities
+    normalize_whitespace: bool = True
+    lowercase: bool = False
+    min_chars: int = Field(20, ge=0)
+    max_chars: int | None = Field(None, ge=1)  # longer docs are dropped (not truncated)
+    min_words: int = Field(0, ge=0)
+    exact_dedup: bool = True
+    near_dedup: bool = True
+    near_dedup_threshold: float = Field(0.8, gt=0.0, le=1.0)  # MinHash-LSH Jaccard threshold
+    minhash_perm: int = Field(64, ge=16)
+    shingle_words: int = Field(5, ge=1)
+
+
+class TokenizerConfig(Section):
+    kind: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    vocab_size: int = Field(8000, ge=32)
+    min_frequency: int = Field(2, ge=1)
+    lowercase: bool = True  # wordpiece/unigram normaliser; byte-level BPE keeps case
+    model_max_length: int = Field(512, ge=8)  # saved with the tokenizer (HF truncation default)
+    # Reuse an existing tokenizer instead of training: an HF dir or ``builtin:minilm``.
+    path: str | None = None
+
+
+class PrepareConfig(Section):
+    """``pretune prepare``: corpus -> clean -> tokenizer -> packed memmap shards."""
+
+    name: str = "corpus"
+    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(path="builtin:news")])
+    clean: CleanConfig = CleanConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    val_fraction: float = Field(0.02, ge=0.0, lt=0.5)  # documents held out for validation
+    max_docs: int | None = Field(None, ge=1)  # cap on documents read (quick runs, tests)
+    output_dir: str = "runs/data"  # artifact goes to <output_dir>/<name>-<config hash>
+    num_workers: int = Field(0, ge=0)  # 0 = os.cpu_count()
+    batch_docs: int = Field(1000, ge=1)
+    seed: int = 0
+    progress: bool = True
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources_shorthand(cls, v: Any) -> Any:
+        # Allow `sources: builtin:news` or a list of plain strings.
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            return [{"path": s} if isinstance(s, str) else s for s in v]
+        return v

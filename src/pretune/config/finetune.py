@@ -1,0 +1,114 @@
+"""``pretune finetune``'s config: one ``FinetuneConfig`` for every task kind.
+
+``task`` is a tagged union (``task.kind``; inferred from the data when omitted). A kind may
+bring its own defaults for the rest (images train a small CNN longer at a higher learning
+rate): they sit under what the user writes, and above the class defaults below.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from pretune.config.base import Section, deep_merge
+from pretune.config.tasks import (
+    KIND_STRATEGIES,
+    ImageAugmentConfig,
+    ImageDataConfig,
+    TaskConfig,
+    modality_of,
+    with_kind,
+)
+from pretune.config.train import LoopConfig, ModelConfig, OptimConfig
+
+TaskSpec = Annotated[TaskConfig | ImageDataConfig, Field(discriminator="kind")]
+
+
+class StrategyConfig(Section):
+    name: Literal["full", "linear-probe", "partial", "gradual", "llrd", "lora", "prompt"] = "full"
+    sklearn: bool = False  # linear-probe: fit scikit-learn on features extracted once
+    top_k: int = Field(2, ge=0)  # partial: trainable top layers
+    llrd_decay: float = Field(0.9, gt=0, le=1)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_targets: list[str] | None = None  # None: attention + MLP projections of the arch
+    # prompt: zero-shot unless few_shot (PET-style training of the MLM head on the pattern)
+    template: str = "{text} It was [MASK]."
+    verbalizer: dict[str, str | list[str]] | None = None  # label -> word(s)
+    label_descriptions: dict[str, str] | None = None  # for encoders without an MLM head
+    calibrate: bool = True  # divide by the label prior (content-free input)
+    # prior from the content-free input "N/A", or mean probs over (unlabeled) training texts
+    calibration: Literal["content-free", "train"] = "content-free"
+    few_shot: bool = False
+
+
+class AugmentConfig(ImageAugmentConfig):
+    """Training-batch augmentation: token dropout/masking for text, pixel ops for images
+    (the fields of ``ImageAugmentConfig``); each kind uses its own and refuses the others."""
+
+    token_mask_prob: float = Field(0.0, ge=0, lt=1)
+    token_delete_prob: float = Field(0.0, ge=0, lt=1)
+
+
+TEXT_AUGMENT = ("token_mask_prob", "token_delete_prob")
+
+# What a kind changes in the defaults of FinetuneConfig (under the user's own settings).
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "image-classification": {
+        "name": "vision-finetune",
+        "model": {"name": "resnet-tiny"},
+        "augment": {"shift": 2},
+        "optim": {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 1e-4, "schedule": "cosine"},
+        "train": {"epochs": 20, "batch_size": 32},
+    },
+}
+
+
+class FinetuneConfig(Section):
+    """``pretune finetune``: adapt a starting model to a labeled task of any kind."""
+
+    name: str = "finetune"
+    output_dir: str = "runs"
+    model: ModelConfig = ModelConfig(name="builtin:minilm")
+    # Tokenizer for a registry-name start (random init); checkpoints bring their own.
+    tokenizer: str | None = None
+    task: TaskSpec = TaskConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    optim: OptimConfig = OptimConfig(lr=5e-5, schedule="linear", betas=(0.9, 0.999))
+    train: LoopConfig = LoopConfig(epochs=4, batch_size=32, early_stopping_patience=None)
+    augment: AugmentConfig = AugmentConfig()
+    class_weights: bool = False
+    keep_head: bool = False  # images: keep a checkpoint's classifier when its label names match
+    metric: str = "auto"  # selection/early-stopping metric; auto: the kind's (macro_f1 / r2)
+    save_model: bool = True
+
+    @classmethod
+    def _before(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if "data" in data:  # the image commands' first name for `task`
+            given = data.get("task") or {}
+            if not isinstance(given, dict) or set(given) - {"kind"}:
+                raise ValueError("give the task as `task` (or its old name `data`), not both")
+            data["task"] = {**given, **data.pop("data")} if isinstance(data["data"], dict) \
+                else data.pop("data")
+        task = with_kind(data["task"]) if "task" in data else None
+        if task is not None:
+            data["task"] = task
+        kind = (task.get("kind") if isinstance(task, dict) else getattr(task, "kind", None)) \
+            or "text-classification"
+        return deep_merge(KIND_DEFAULTS.get(kind, {}), data)
+
+    @model_validator(mode="after")
+    def _fits_the_kind(self) -> FinetuneConfig:
+        kind = self.task.kind
+        if self.strategy.name not in KIND_STRATEGIES[kind]:
+            raise ValueError(f"strategy.name={self.strategy.name} does not apply to {kind} "
+                             f"tasks; choose one of: {', '.join(KIND_STRATEGIES[kind])}")
+        image = modality_of(kind) == "image"
+        for key in AugmentConfig.model_fields:
+            value, default = getattr(self.augment, key), AugmentConfig.model_fields[key].default
+            if value != default and (key in TEXT_AUGMENT) == image:
+                other = "text" if image else "image"
+                raise ValueError(f"augment.{key} is for {other} tasks; this task is {kind}")
+        return self

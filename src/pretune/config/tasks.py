@@ -1,0 +1,126 @@
+"""Config sections of labeled tasks, one per task kind, tagged by ``kind``; which strategies
+make sense for each kind; and how a kind is inferred from the data when a config omits it.
+
+A task config says where the examples are and how to split them. Everything a kind does with
+them (reading, batches, model head, loss, metrics, export) lives in ``pretune.tasks.<kind>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pretune.config.base import TASK_KINDS, Section
+
+STRATEGIES = ("full", "linear-probe", "partial", "gradual", "llrd", "lora", "prompt")
+# Strategies that make sense for each kind: config checks, the study matrix and the runner all
+# read this one table.
+KIND_STRATEGIES: dict[str, tuple[str, ...]] = {
+    "text-classification": STRATEGIES,
+    "image-classification": ("full", "linear-probe", "partial", "gradual", "llrd"),
+    "token-classification": ("full", "linear-probe", "partial", "llrd", "lora"),
+}
+IMAGE_STRATEGIES = KIND_STRATEGIES["image-classification"]
+# builtin task name -> its kind (a builtin the table lacks is read as text classification,
+# and its reader names the builtins there are).
+BUILTIN_KINDS: dict[str, str] = {
+    "rotten-tomatoes": "text-classification",
+    "wiki-topics": "text-classification",
+    "digits": "image-classification",
+    "mnist-5k": "image-classification",
+}
+_IMAGE_SUFFIXES = (".npz",)
+_TAG_SUFFIXES = (".conll", ".conllu", ".bio", ".iob", ".iob2")
+
+
+def modality_of(kind: str) -> Literal["text", "image"]:
+    return "image" if kind.startswith("image-") else "text"
+
+
+def infer_kind(task: dict[str, Any]) -> str:
+    """The kind of a task config that does not name one, from its data: a builtin's own kind;
+    ``.npz`` arrays or a folder (of class sub-folders) are images; CoNLL-style files are token
+    tags; anything else is text classification."""
+    path = str(task.get("path") or "")
+    if path.startswith("builtin:"):
+        return BUILTIN_KINDS.get(path.removeprefix("builtin:"), "text-classification")
+    name = path.lower()
+    for comp in (".gz", ".bz2", ".xz", ".zst"):
+        name = name.removesuffix(comp)
+    if name.endswith(_IMAGE_SUFFIXES) or (path and Path(path).expanduser().is_dir()):
+        return "image-classification"
+    if name.endswith(_TAG_SUFFIXES):
+        return "token-classification"
+    return "text-classification"
+
+
+def with_kind(task: Any, default: str | None = None) -> Any:
+    """A task given as a path or a mapping, with its ``kind`` filled in."""
+    if isinstance(task, str):
+        task = {"path": task}
+    if isinstance(task, dict) and "kind" not in task:
+        task = {**task, "kind": default or infer_kind(task)}
+    if isinstance(task, dict) and task["kind"] not in TASK_KINDS:
+        raise ValueError(f"task.kind={task['kind']!r}; choose one of: {', '.join(TASK_KINDS)}")
+    return task
+
+
+class TaskConfig(Section):
+    """Text classification: ``builtin:rotten-tomatoes``, ``builtin:wiki-topics`` or files
+    (csv/tsv/jsonl/parquet); single-label, multi-label, regression, text pairs."""
+
+    kind: Literal["text-classification"] = "text-classification"
+    path: str = "builtin:rotten-tomatoes"  # train file (or the only file), or builtin:<name>
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    text_field: str = "text"
+    text_pair_field: str | None = None
+    label_field: str = "label"
+    type: Literal["auto", "single_label", "multi_label", "regression"] = "auto"
+    label_sep: str = "|"  # multi-label labels inside one cell
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)  # when no validation file is given
+    test_fraction: float = Field(0.2, ge=0, lt=0.5)  # when no test file is given
+    test_size: int | None = Field(None, ge=1)  # absolute test size (wins over test_fraction)
+    split_seed: int = 0  # splits are fixed across runs; budgets/seeds vary separately
+    budget: int | None = Field(None, ge=1)  # stratified subsample of training examples
+    max_length: int = Field(128, ge=8)
+
+
+class ImageDataConfig(Section):
+    """Images: ``builtin:mnist-5k`` / ``builtin:digits``, a folder of class sub-folders
+    (PNG/JPEG; a folder of images without sub-folders is unlabeled), or an ``.npz`` (x, y)."""
+
+    kind: Literal["image-classification"] = "image-classification"
+    path: str = "builtin:digits"
+    validation: str | None = None
+    test: str | None = None
+    # Every image is resized to image_size x image_size (None: keep; then all must match).
+    image_size: int | None = Field(28, ge=4)
+    # Zero border (pixels, inside image_size) around the resized image: MNIST digits sit in a
+    # 20 px box with a 4 px border, so digits with image_size 28 and border 4 match MNIST.
+    border: int = Field(0, ge=0)
+    channels: Literal[1, 3] = 3  # 3: HF image pipelines feed RGB; 1: grayscale, cheaper
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)  # when no validation file is given
+    test_fraction: float = Field(0.2, ge=0, lt=0.5)  # when no test file is given
+    test_size: int | None = Field(None, ge=1)  # absolute test size (wins over test_fraction)
+    split_seed: int = 0
+    budget: int | None = Field(None, ge=1)  # stratified subsample of labeled training images
+    max_images: int | None = Field(None, ge=1)  # random cap on images read (quick runs, tests)
+
+
+class ImageAugmentConfig(Section):
+    """Tensor-op augmentation of training batches (pixels in [0, 1], before normalisation)."""
+
+    shift: int = Field(0, ge=0)  # random translation up to N px (zero pad + crop)
+    flip: bool = False  # horizontal flip; keep OFF for digits/text-like images
+    rotate: float = Field(0.0, ge=0, le=180)  # random rotation up to +-N degrees
+    zoom: float = Field(0.0, ge=0, lt=1)  # random scale in [1 - zoom, 1 + zoom]
+    noise: float = Field(0.0, ge=0)  # gaussian pixel noise std
+    # Half of a batch is resized down to U(1 - downsample, 1) x its size and back up: blur that
+    # makes features robust to low-resolution sources (8x8 digits beside 28x28 MNIST).
+    downsample: float = Field(0.0, ge=0, lt=1)
+    mixup: float = Field(0.0, ge=0)  # Beta(a, a) mixup of images + labels (0 = off)
+    cutmix: float = Field(0.0, ge=0)  # Beta(a, a) CutMix (0 = off; with mixup: one per batch)

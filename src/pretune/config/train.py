@@ -1,0 +1,98 @@
+"""Config sections of models and training: the starting model, the optimizer, the one loop,
+and the two pre-training commands (text MLM/CLM, images supervised/SimCLR)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pretune.config.base import Section
+from pretune.config.data import PrepareConfig
+from pretune.config.tasks import ImageAugmentConfig, ImageDataConfig
+
+
+class ModelConfig(Section):
+    """A starting model: registry name (``bert-mini``, ``gpt-tiny``...), ``hf:<dir>``,
+    ``builtin:minilm``, or a pretune checkpoint directory."""
+
+    name: str = "bert-mini"
+    # Architecture overrides applied to the HF config (e.g. num_hidden_layers: 2).
+    overrides: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)  # overrides hidden + attention dropout
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+class OptimConfig(Section):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)  # not applied to norms/biases/embeddings' LN
+    l1: float = Field(0.0, ge=0)  # optional L1 penalty on trainable weights
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    momentum: float = 0.9  # sgd only
+    schedule: Literal["cosine", "linear", "constant"] = "linear"
+    warmup_steps: int | None = Field(None, ge=0)  # wins over warmup_ratio
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class LoopConfig(Section):
+    """Settings of the one training loop (pre-training and fine-tuning)."""
+
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    # Budget: the first one reached ends training. At least one must be set.
+    max_steps: int | None = Field(None, ge=1)  # optimizer steps
+    max_tokens: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA
+    compile: bool = False
+    tf32: bool = True
+    num_workers: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    eval_every: int | None = Field(None, ge=1)  # steps; None = once per epoch / at the end
+    save_every: int | None = Field(None, ge=1)  # steps; a checkpoint is always saved at the end
+    keep_last: int = Field(2, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)  # evaluations without improvement
+    progress: bool = True
+    tensorboard: bool = True
+
+
+class PretrainConfig(Section):
+    """``pretune pretrain``: MLM or CLM on packed shards, from scratch or continued."""
+
+    name: str = "pretrain"
+    output_dir: str = "runs"
+    # A prepared artifact directory, or an inline prepare config (run first, cached).
+    data: str | PrepareConfig = PrepareConfig()
+    model: ModelConfig = ModelConfig()
+    objective: Literal["auto", "mlm", "clm"] = "auto"  # auto: from the architecture
+    seq_len: int = Field(128, ge=8)
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    whole_word_mask: bool = False
+    optim: OptimConfig = OptimConfig()
+    train: LoopConfig = LoopConfig(max_steps=1000, eval_every=200, save_every=500)
+    val_batches: int = Field(20, ge=1)  # validation batches per evaluation
+
+
+class ImagePretrainConfig(Section):
+    """``pretrain_images``: supervised or SimCLR pre-training of a ResNet/ViT on images."""
+
+    name: str = "vision-pretrain"
+    output_dir: str = "runs"
+    data: ImageDataConfig = ImageDataConfig(path="builtin:mnist-5k", val_fraction=0.1,
+                                            test_fraction=0.0)
+    model: ModelConfig = ModelConfig(name="resnet-tiny")
+    objective: Literal["supervised", "simclr"] = "supervised"
+    augment: ImageAugmentConfig = ImageAugmentConfig(shift=2, rotate=10)
+    # SimCLR: NT-Xent on two augmented views; projection MLP on the pooled features.
+    temperature: float = Field(0.2, gt=0)
+    projection_dim: int = Field(64, ge=2)
+    optim: OptimConfig = OptimConfig(lr=2e-3, betas=(0.9, 0.999), weight_decay=1e-4,
+                                     schedule="cosine")
+    train: LoopConfig = LoopConfig(epochs=5, batch_size=128)

@@ -1,0 +1,77 @@
+"""Tabular files of labeled examples: csv / tsv / jsonl / parquet, optionally compressed,
+read as strict UTF-8 into rows (dicts) and column names."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import IO, Any
+
+from pretune.data.sources import open_binary
+from pretune.errors import PretuneError
+
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open a (possibly compressed) labeled file as strict UTF-8: a label file with bad bytes
+    is an error to fix, not something to guess around (corpora use replacement instead)."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
+
+
+def detect_format(path: Path, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    name = path.name.lower()
+    for comp in COMPRESSIONS:
+        name = name.removesuffix(comp)
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    if ext in ("csv", "tsv", "jsonl", "parquet"):
+        return ext
+    if ext in ("json", "ndjson"):
+        return "jsonl"
+    raise PretuneError(
+        f"{path}: cannot tell the format from the extension; use .csv/.tsv/.jsonl/.parquet "
+        "(optionally .gz/.bz2) or set task.format"
+    )
+
+
+def read_rows(path: str | Path, fmt: str = "auto") -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows (dicts) and column names of a csv/tsv/jsonl/parquet file."""
+    p = Path(path)
+    if not p.is_file():
+        raise PretuneError(f"labeled file {p} not found (check task.path / validation / test)")
+    fmt = detect_format(p, fmt)
+    try:
+        if fmt in ("csv", "tsv"):
+            csv.field_size_limit(1 << 30)  # long reviews/articles exceed the 128 KiB default
+            with open_text(p) as f:
+                reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
+                rows = list(reader)
+                cols = list(reader.fieldnames or [])
+        elif fmt == "jsonl":
+            rows = []
+            with open_text(p) as f:
+                for lineno, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            obj = json.loads(line)
+                        except json.JSONDecodeError:
+                            raise PretuneError(f"{p} line {lineno}: not valid JSON") from None
+                        if not isinstance(obj, dict):
+                            raise PretuneError(f"{p} line {lineno}: expected a JSON object")
+                        rows.append(obj)
+            cols = list(dict.fromkeys(k for r in rows for k in r))
+        else:
+            import pyarrow.parquet as pq
+
+            with open_binary(p) as f:
+                table = pq.read_table(io.BytesIO(f.read()))
+            rows, cols = table.to_pylist(), list(table.column_names)
+    except UnicodeDecodeError as e:
+        raise PretuneError(f"{p}: not UTF-8 text (byte offset {e.start}); re-encode it as UTF-8") from None
+    if not rows:
+        raise PretuneError(f"{p} has no rows")
+    return rows, cols

@@ -1,0 +1,104 @@
+"""The scikit-learn linear probe, for every task kind: pooled features of the frozen start
+(extracted once, cached across runs of one study or sweep) -> standardise -> logistic
+regression (ridge for regression), C picked on validation. No training loop, no HF head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pretune.config import FinetuneConfig
+from pretune.evaluate.metrics import default_metric, task_metrics
+from pretune.models.start import Start
+from pretune.tasks.base import Loaded, TaskKind
+
+
+def _cache_key(cfg: FinetuneConfig, start: Start) -> str:
+    """Identity of the feature extractor: the start, and for random init what shapes it."""
+    key = f"{start.identity()}:{cfg.task.model_dump_json(exclude={'budget'})}"
+    if start.random_init:  # the weights depend on the seed, overrides and tokenizer
+        key += f":{sorted(cfg.model.overrides.items())}:{cfg.tokenizer}:{cfg.train.seed}"
+    return key
+
+
+def probe_features(kind: TaskKind, loaded: Loaded, split: Any, cfg: FinetuneConfig,
+                   start: Start, device: torch.device, cache: dict | None) -> np.ndarray:
+    """Features of ``split``; examples already in ``cache`` (same extractor) are reused."""
+    batch_size = kind.eval_batch_size(cfg)
+    keys = kind.feature_keys(split) if cache is not None else None
+    if keys is None:
+        return kind.features(loaded, split, cfg.task, batch_size, device)
+    store = cache.setdefault(_cache_key(cfg, start), {})
+    todo = [i for i, k in enumerate(keys) if k not in store]
+    if todo:
+        feats = kind.features(loaded, split.subset(todo), cfg.task, batch_size, device)
+        for i, f in zip(todo, feats, strict=True):
+            store[keys[i]] = f
+    return np.stack([store[k] for k in keys]) if keys else np.zeros((0, 1), np.float32)
+
+
+def run_probe(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start,
+              device: torch.device, cache: dict | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(test outputs, validation outputs or None, fitted parameters) of the probe."""
+    loaded = kind.load_encoder(cfg, task, start)
+    loaded.model.to(device)
+    x = {s: probe_features(kind, loaded, getattr(task, s), cfg, start, device, cache)
+         for s in ("train", "val", "test")}
+    y_train, task_type = kind.probe_targets(task, task.train)
+    y_val, _ = kind.probe_targets(task, task.val)
+    est = fit_sklearn_probe(x["train"], y_train, x["val"], y_val, task_type, task.labels,
+                            cfg.train.seed)
+    val_out = probe_outputs(est, x["val"], task_type, len(task.labels)) if len(task.val) else None
+    test_out = probe_outputs(est, x["test"], task_type, len(task.labels))
+    coef = getattr(est[-1], "coef_", None)
+    fitted = int(np.size(coef) + np.size(getattr(est[-1], "intercept_", 0))) \
+        if coef is not None else 0
+    return test_out, val_out, fitted
+
+
+def fit_sklearn_probe(x_train: np.ndarray, y_train: list, x_val: np.ndarray, y_val: list,
+                      task_type: str, labels: list[str], seed: int = 0) -> Any:
+    """Standardise + LogisticRegression (Ridge for regression); C / alpha picked on val."""
+    def make(c: float) -> Any:
+        if task_type == "regression":
+            est: Any = Ridge(alpha=1.0 / c)
+        else:
+            est = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+            if task_type == "multi_label":
+                est = OneVsRestClassifier(est)
+        return make_pipeline(StandardScaler(), est)
+
+    y = np.asarray(y_train)
+    grid = [0.01, 0.1, 1.0] if len(y_val) else [0.1]
+    best, best_score = None, -np.inf
+    metric = default_metric(task_type)
+    for c in grid:
+        est = make(c).fit(x_train, y)
+        if len(grid) == 1:
+            return est
+        outputs = probe_outputs(est, x_val, task_type, len(labels))
+        score = task_metrics(task_type, y_val, outputs, labels)
+        if score[metric] > best_score:
+            best, best_score = est, score[metric]
+    return best
+
+
+def probe_outputs(est: Any, x: np.ndarray, task_type: str, num_labels: int) -> np.ndarray:
+    """Probabilities (N, C) aligned with label ids, or regression values (N,)."""
+    if task_type == "regression":
+        return est.predict(x)
+    probs = est.predict_proba(x)
+    if task_type == "single_label":
+        # Classes absent from a tiny training set are missing columns: put them back as 0.
+        classes = est.classes_
+        full = np.zeros((len(x), num_labels))
+        full[:, classes] = probs
+        return full
+    return probs

@@ -1,0 +1,296 @@
+"""The study matrix, the same for every modality and task kind: cells (task x start x
+strategy x budget x seed), the fine-tuning config of each cell, running (or reusing) them, and
+the typed result row each one leaves.
+
+A modality's setup (``phases.text_setup``, ``vision.image_setup``) runs the phases before the
+matrix and hands over a ``Setup``: the starts as model specs, the tasks (loaded once), the
+report's extra sections. Every cell then calls the one fine-tuning path, ``finetune``.
+Every finished cell is a JSON file under ``runs/<study>/cells/``, written atomically, so a
+rerun skips finished cells and retries failed ones; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pretune.config import (
+    KIND_STRATEGIES,
+    FinetuneConfig,
+    MatrixConfig,
+    StrategyConfig,
+    config_hash,
+    deep_merge,
+    format_validation_error,
+    load_yaml,
+)
+from pretune.errors import PretuneError
+from pretune.finetune.result import FinetuneResult
+from pretune.finetune.run import finetune
+
+ZERO_SHOT = "zero-shot"
+
+
+@dataclass
+class Phase:
+    """Compute accounting for one phase of the study."""
+
+    phase: str
+    tokens: int | None
+    seconds: float
+    flops: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fine-tuning run of the matrix."""
+
+    task: str
+    start: str
+    strategy: str  # display name: strategy name (+ "-sklearn" variant)
+    strategy_index: int
+    budget: int | None  # None = all training examples
+    budget_label: str
+    seed: int
+    settings: str = ""  # hash of the start's `start_finetune` settings ("" = study defaults)
+
+    @property
+    def key(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.start)
+        tag = f"__ft-{self.settings}" if self.settings else ""
+        return f"{self.task}__{safe}__{self.strategy}__{self.budget_label}__s{self.seed}{tag}"
+
+
+@dataclass
+class Row:
+    """One cell's result: the columns every row has, then its test metrics (scalars), and the
+    confusion matrix the report draws. ``as_dict`` is the flat record of results.csv."""
+
+    task: str
+    start: str
+    strategy: str
+    budget: int  # labels used: 0 for zero-shot, the train size for "all", -1 if unknown
+    budget_label: str
+    seed: int
+    status: str = "ok"  # ok | failed
+    error: str = ""
+    seconds: float = 0.0
+    train_examples: int = 0
+    trainable_params: int = 0
+    metrics: dict[str, float | int | str] = field(default_factory=dict)
+    confusion: list[list[int]] | None = None
+    labels: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        row = {k: v for k, v in asdict(self).items() if k not in ("metrics", "confusion",
+                                                                   "labels")}
+        row.update(self.metrics)
+        if self.confusion is not None:
+            row["confusion"], row["labels"] = self.confusion, self.labels
+        return row
+
+
+@dataclass
+class StartSpec:
+    """How a start fine-tunes: the model name, the architecture overrides of a random-init
+    start (None: keep the fine-tuning config's), the tokenizer of a random-init start."""
+
+    name: str
+    overrides: dict[str, Any] | None = None
+    tokenizer: str | None = None
+
+
+@dataclass
+class Setup:
+    """What a modality hands the matrix."""
+
+    starts: dict[str, StartSpec]
+    tasks: dict[str, Any]  # task label -> its task config
+    loaded: dict[str, Any]  # task label -> the task, loaded once (budgets drawn per cell)
+    pretrain: dict | None = None  # the report's pre-training section
+    probes: list[dict] | None = None
+    contamination: list[dict] | None = None
+
+
+def strategy_label(s: StrategyConfig) -> str:
+    if s.name == "linear-probe" and s.sklearn:
+        return "linear-probe-sklearn"
+    if s.name == "prompt" and s.few_shot:
+        return "prompt-few-shot"
+    return s.name
+
+
+def task_label(t: Any) -> str:
+    """A task's short name from its ``path``."""
+    return Path(t.path.removeprefix("builtin:")).stem.split(".")[0]
+
+
+def task_labels(cfg: MatrixConfig) -> dict[str, Any]:
+    """label -> task config; two tasks with one label would mix their cells, so they fail."""
+    out: dict[str, Any] = {}
+    for t in cfg.tasks:  # every MatrixConfig subclass has tasks
+        name = task_label(t)
+        if name in out:
+            raise PretuneError(f"two study tasks are both named '{name}' ({out[name].path}, "
+                               f"{t.path}); rename one of the files")
+        out[name] = t
+    return out
+
+
+def _excluded(cfg: MatrixConfig, cell: Cell) -> bool:
+    fields = {"task": cell.task, "start": cell.start, "strategy": cell.strategy,
+              "budget": cell.budget_label}
+    return any(all(str(v) == fields[k] for k, v in rule.items()) for rule in cfg.exclude)
+
+
+def plan_cells(cfg: MatrixConfig) -> list[Cell]:
+    """The matrix, less ``exclude``d cells and strategies that do not apply to a task's kind.
+    Zero-shot prompting trains nothing, so it runs once per task and start."""
+    cells: list[Cell] = []
+    # A start with its own fine-tuning settings gets them in its cell keys: changing them
+    # re-runs that start's cells instead of silently reusing results of the old settings.
+    tags = {s: config_hash(start_finetune(cfg, s))[:8] if s in cfg.start_finetune else ""
+            for s in cfg.starts}
+    for tname, task in task_labels(cfg).items():
+        for start in cfg.starts:
+            for si, strat in enumerate(cfg.strategies):
+                if strat.name not in KIND_STRATEGIES[task.kind]:
+                    continue
+                label = strategy_label(strat)
+                if strat.name == "prompt" and not strat.few_shot:
+                    cells.append(Cell(tname, start, label, si, None, ZERO_SHOT, cfg.seeds[0],
+                                      tags[start]))
+                    continue
+                for budget in cfg.budgets:
+                    b = None if budget == "all" else int(budget)
+                    for seed in cfg.seeds:
+                        cells.append(Cell(tname, start, label, si, b, str(budget), seed,
+                                          tags[start]))
+    return [c for c in cells if not _excluded(cfg, c)]
+
+
+def start_finetune(cfg: Any, start: str) -> FinetuneConfig:
+    """The study's fine-tuning defaults with ``start_finetune[start]`` applied: a sweep's tuned
+    optimiser settings (sweep dir or best.yaml) or an explicit mapping."""
+    extra = cfg.start_finetune.get(start)
+    if extra is None:
+        return cfg.finetune
+    if isinstance(extra, str):
+        path = Path(extra) / "best.yaml" if Path(extra).is_dir() else Path(extra)
+        best = load_yaml(path)
+        if not isinstance(best.get("optim"), dict):
+            raise PretuneError(f"start_finetune.{start}: {path} has no `optim` section "
+                               "(expected a sweep's best.yaml)")
+        extra = {"optim": best["optim"]}
+    merged = deep_merge(cfg.finetune.model_dump(mode="json"), extra)
+    try:
+        return FinetuneConfig.model_validate(merged)
+    except ValidationError as e:
+        raise PretuneError(format_validation_error(e, f"study start_finetune.{start}")) from None
+
+
+def cell_config(cfg: Any, cell: Cell, setup: Setup, out: Path) -> FinetuneConfig:
+    """The fine-tuning config of one cell: the start's settings, this task, strategy, budget
+    and seed; quiet, and no model saved."""
+    ft = start_finetune(cfg, cell.start)
+    spec = setup.starts[cell.start]
+    model = {"name": spec.name} | ({} if spec.overrides is None else {"overrides": spec.overrides})
+    return ft.model_copy(update={
+        "name": cell.key,
+        "output_dir": str(out / "cells"),
+        "model": ft.model.model_copy(update=model),
+        "tokenizer": spec.tokenizer,
+        "task": setup.tasks[cell.task].model_copy(update={"budget": cell.budget}),
+        "strategy": cfg.strategies[cell.strategy_index],
+        "train": ft.train.model_copy(update={"seed": cell.seed, "progress": False,
+                                             "tensorboard": False}),
+        "save_model": False,
+    })
+
+
+def result_row(cell: Cell, result: FinetuneResult, labels: list[str]) -> Row:
+    m = result.metrics
+    confusion = m.get("confusion_matrix")  # the report draws the best run's matrix per start
+    return Row(cell.task, cell.start, cell.strategy, _row_budget(cell, result.train_examples),
+               cell.budget_label, cell.seed, seconds=round(result.seconds, 2),
+               train_examples=result.train_examples, trainable_params=result.trainable_params,
+               metrics={k: v for k, v in m.items() if isinstance(v, int | float | str)},
+               confusion=confusion, labels=labels if confusion is not None else None)
+
+
+def _failed(cell: Cell, error: str, t0: float) -> Row:
+    budget = _row_budget(cell, 0) if cell.budget is not None or cell.budget_label == ZERO_SHOT \
+        else -1
+    return Row(cell.task, cell.start, cell.strategy, budget, cell.budget_label, cell.seed,
+               status="failed", error=error.splitlines()[0][:300],
+               seconds=round(time.perf_counter() - t0, 2))
+
+
+def _row_budget(cell: Cell, train_examples: int) -> int:
+    """Labels a run used: 0 for zero-shot, the train size for "all", else the budget."""
+    if cell.budget_label == ZERO_SHOT:
+        return 0
+    return train_examples if cell.budget is None else cell.budget
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def run_cells(cfg: Any, setup: Setup, out: Path, metric: str) -> list[dict[str, Any]]:
+    """Run (or reuse) every cell; each finished cell is written atomically. Returns the rows."""
+    cells_dir = out / "cells"
+    cells = plan_cells(cfg)
+    features_cache: dict = {}  # scikit-learn probe features, shared by the cells of a start
+    rows: list[dict[str, Any]] = []
+    for i, cell in enumerate(cells, 1):
+        path = cells_dir / f"{cell.key}.json"
+        if path.exists():
+            row = json.loads(path.read_text())
+            if row.get("budget_label") == ZERO_SHOT:
+                row["budget"] = 0  # cells written by an older pretune carried the train size
+            if row.get("status") == "ok":
+                rows.append(row)
+                continue
+        done: Row | None = None
+        for attempt in range(cfg.retries + 1):
+            t0 = time.perf_counter()
+            try:
+                result = finetune(cell_config(cfg, cell, setup, out), overwrite=True,
+                                  task=setup.loaded[cell.task], features_cache=features_cache)
+                if result.stopped_reason == "interrupted":
+                    raise KeyboardInterrupt  # Ctrl-C cut training short: not a finished cell
+                done = result_row(cell, result, setup.loaded[cell.task].labels)
+                break
+            except PretuneError as e:  # a user-facing problem: retrying won't help
+                done = _failed(cell, str(e), t0)
+                break
+            except Exception as e:  # noqa: BLE001 - a crashed cell is reported, never dropped
+                done = _failed(cell, f"{type(e).__name__}: {e}", t0)
+                (cells_dir / f"{cell.key}.traceback.txt").write_text(traceback.format_exc())
+                print(f"  cell {cell.key} crashed (attempt {attempt + 1}): {done.error}")
+        assert done is not None
+        row = done.as_dict()
+        _atomic_write_json(path, row)
+        rows.append(row)
+        score = row.get(metric, float("nan"))
+        print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | "
+              f"{cell.budget_label} | seed {cell.seed}: {row['status']} {metric}={score:.3f} "
+              f"({row['seconds']:.0f}s)", flush=True)
+    return rows
+
+
+__all__ = ["Cell", "Phase", "Row", "Setup", "StartSpec", "ZERO_SHOT", "cell_config",
+           "plan_cells", "run_cells", "start_finetune", "strategy_label", "task_label"]

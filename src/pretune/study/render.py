@@ -1,0 +1,117 @@
+"""The report's document model and its two renderings: sections of blocks (paragraphs,
+tables, images, lists, preformatted text) rendered to a self-contained HTML page (inline CSS,
+base64 PNG plots, every user string escaped, no script) and to Markdown with the plots beside
+it. Studies and sweeps both render through here."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+Block = tuple  # ("p", text, cls) | ("table", headers, rows, classes) | ("img", file, png, alt) ...
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
+max-width:1100px;padding:0 16px;color:#1d232a}
+h1{font-size:24px;margin-bottom:4px}h2{border-bottom:2px solid #dde3ea;padding-bottom:4px;
+margin-top:32px}h3{margin-bottom:6px}.meta{color:#5b6570}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+th,td{border:1px solid #d5dbe1;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f0f3f6}tr.good td{background:#eaf7ea}tr.bad td{background:#fdecea}
+tr.flag td{background:#fdecea;color:#b00020;font-weight:600}
+p.verdict{padding:8px 12px;border-left:5px solid #9aa5b1;background:#f6f8fa;margin:6px 0}
+p.good{border-color:#2e7d32}p.bad{border-color:#c62828}
+img{max-width:100%;border:1px solid #e3e7eb;margin:4px 8px 12px 0}
+pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:12px}
+.imgs{display:flex;flex-wrap:wrap;align-items:flex-start}
+"""
+
+
+
+def slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "x"
+
+
+def render_html(title: str, sections: list[tuple[str, list[Block]]]) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{e(title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+
+    def img(png: bytes, alt: str) -> str:
+        return f'<img alt="{e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+    for head, blocks in sections:
+        out.append(f'<section id="{slug(head.lower())}"><h2>{e(head)}</h2>')
+        for b in blocks:
+            kind = b[0]
+            if kind == "h3":
+                out.append(f"<h3>{e(b[1])}</h3>")
+            elif kind == "p":
+                out.append(f'<p class="{e(b[2])}">{e(b[1])}</p>')
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
+            elif kind == "details":
+                items = "".join(f'<p class="verdict">{e(x)}</p>' for x in b[2])
+                out.append(f"<details><summary>{e(b[1])}</summary>{items}</details>")
+            elif kind == "table":
+                _, headers, body, classes = b
+                rows = "".join(
+                    f'<tr class="{e(classes[i] if i < len(classes) else "")}">'
+                    + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for i, r in enumerate(body))
+                out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
+                           + f"</tr>{rows}</table>")
+            elif kind == "img":
+                out.append(img(b[2], b[3]))
+            elif kind == "imgs":
+                out.append('<div class="imgs">' + "".join(img(p, a) for _, p, a in b[1]) + "</div>")
+            elif kind == "pre":
+                out.append(f"<pre>{e(b[1])}</pre>")
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def render_md(title: str, sections: list[tuple[str, list[Block]]]) -> str:
+    out = [f"# {title}", ""]
+    for head, blocks in sections:
+        out += [f"## {head}", ""]
+        for b in blocks:
+            kind = b[0]
+            if kind == "h3":
+                out += [f"### {b[1]}", ""]
+            elif kind == "p":
+                out += [f"**{b[1]}**" if "verdict" in b[2] else b[1], ""]
+            elif kind == "ul":
+                out += [f"- {x}" for x in b[1]] + [""]
+            elif kind == "details":
+                out += [f"{b[1]}:", ""] + [f"- {x}" for x in b[2]] + [""]
+            elif kind == "table":
+                _, headers, body, _cls = b
+                out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
+                out.append("|" + "---|" * len(headers))
+                out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
+                out.append("")
+            elif kind == "img":
+                out += [f"![{b[3]}](plots/{b[1]})", ""]
+            elif kind == "imgs":
+                out += [f"![{a}](plots/{f})" for f, _, a in b[1]] + [""]
+            elif kind == "pre":
+                out += ["```yaml", b[1].rstrip("\n"), "```", ""]
+    return "\n".join(out)
+
+
+def write_pngs(plot_dir: Path, sections: list[tuple[str, list[Block]]]) -> None:
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for _, blocks in sections:
+        for b in blocks:
+            if b[0] == "img":
+                (plot_dir / b[1]).write_bytes(b[2])
+            elif b[0] == "imgs":
+                for f, png, _ in b[1]:
+                    (plot_dir / f).write_bytes(png)
