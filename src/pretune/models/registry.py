@@ -8,9 +8,7 @@ model in float32 with SDPA attention, so a saved checkpoint loads without pretun
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +39,7 @@ from pretune.config import ModelConfig
 from pretune.data.builtin import builtin_path
 from pretune.errors import PretuneError
 from pretune.models.archs import ARCHS
+from pretune.models.overrides import apply_overrides, quiet_transformers, set_dropout
 from pretune.models.start import Start, resolve_start
 
 log = logging.getLogger(__name__)
@@ -48,12 +47,6 @@ log = logging.getLogger(__name__)
 Head = Literal["mlm", "clm", "classify", "token", "base"]
 
 
-# Overrides that change weight shapes: allowed for random init only.
-_SHAPE_KEYS = {
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
-    "n_embd", "n_layer", "n_head", "n_inner", "max_position_embeddings", "n_positions",
-    "type_vocab_size",
-}
 _AUTO = {
     "mlm": AutoModelForMaskedLM,
     "clm": AutoModelForCausalLM,
@@ -67,35 +60,6 @@ _SUPPORTED = {
     "classify": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     "token": MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
 }
-
-
-# BERT-style names accepted for GPT-2 too, so one override set fits both families.
-_ALIASES = {"gpt2": {"intermediate_size": "n_inner"}}
-
-
-def _normalise_overrides(config: PretrainedConfig, overrides: dict[str, Any]) -> dict[str, Any]:
-    alias = _ALIASES.get(config.model_type, {})
-    return {alias.get(k, k): v for k, v in overrides.items()}
-
-
-def _check_override_keys(config: PretrainedConfig, overrides: dict[str, Any], name: str) -> None:
-    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
-    for key in overrides:
-        if key not in known:
-            raise PretuneError(
-                f"model.overrides.{key} is not a field of the {name} config "
-                f"({type(config).__name__}); check the spelling"
-            )
-
-
-def _set_dropout(config: PretrainedConfig, dropout: float | None) -> None:
-    if dropout is None:
-        return
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob",  # BERT family
-                "resid_pdrop", "embd_pdrop", "attn_pdrop",  # GPT-2
-                "dropout", "attention_dropout"):  # DistilBERT and others
-        if hasattr(config, key):
-            setattr(config, key, dropout)
 
 
 def build_config(
@@ -122,11 +86,8 @@ def build_config(
             n_inner=a.intermediate, n_positions=1024, bos_token_id=bos, eos_token_id=eos,
             pad_token_id=pad,
         )
-    overrides = _normalise_overrides(config, dict(overrides or {}))
-    _check_override_keys(config, overrides, name)
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    _set_dropout(config, dropout)
+    apply_overrides(config, dict(overrides or {}), name)
+    set_dropout(config, dropout)
     if config.hidden_size % config.num_attention_heads:
         raise PretuneError(
             f"model.overrides: hidden_size {config.hidden_size} is not divisible by "
@@ -134,23 +95,6 @@ def build_config(
         )
     config._attn_implementation = "sdpa"
     return config
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence the load report table (missing/unexpected keys): we report what matters."""
-    from transformers.utils import logging as hf_logging
-
-    old = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # the per-load "Loading weights" bar floods study logs
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(old)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _has_safetensors(path: Path) -> bool:
@@ -242,19 +186,12 @@ def _load_dir(path: Path, spec: ModelConfig, head: Head, extra: dict[str, Any]) 
             f"model.name={spec.name}: {path} has no .safetensors weights (pickle weights are not "
             "loaded for safety); convert it with save_pretrained(..., safe_serialization=True)"
         )
-    overrides = _normalise_overrides(config, spec.overrides)
-    for key in overrides:
-        if key in _SHAPE_KEYS:
-            raise PretuneError(
-                f"model.overrides.{key} would change the shape of the pre-trained checkpoint "
-                f"{path}; remove it (shape overrides apply to random-init architectures only)"
-            )
-    _check_override_keys(config, overrides, str(path))
-    for key, value in {**overrides, **extra}.items():
+    apply_overrides(config, spec.overrides, str(path), pretrained=True)
+    for key, value in extra.items():
         setattr(config, key, value)
-    _set_dropout(config, spec.dropout)
+    set_dropout(config, spec.dropout)
     config._attn_implementation = "sdpa"
-    with _quiet_transformers():
+    with quiet_transformers():
         model, info = _AUTO[head].from_pretrained(
             path, config=config, dtype=torch.float32, use_safetensors=True,
             trust_remote_code=trc, output_loading_info=True,

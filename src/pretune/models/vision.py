@@ -33,15 +33,10 @@ from pretune.config import ModelConfig
 from pretune.errors import PretuneError
 from pretune.models.archs import IMAGE_ARCHS, ResNetArch, ViTArch
 from pretune.models.backbone import Backbone, unwrap
+from pretune.models.overrides import apply_overrides, quiet_transformers, set_dropout
 from pretune.models.start import Start, resolve_start
 
 IMAGE_FILE = "pretune_image.json"  # image_size / channels / border the model was trained on
-
-
-# Config keys that change weight shapes: random init only.
-_SHAPE_KEYS = {"embedding_size", "hidden_sizes", "depths", "layer_type", "hidden_size",
-               "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
-               "num_channels", "image_size"}
 
 
 def is_image_model(model: nn.Module) -> bool:
@@ -51,23 +46,6 @@ def is_image_model(model: nn.Module) -> bool:
 
 def _labels_kwargs(labels: list[str]) -> dict[str, Any]:
     return {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
-
-
-def _apply_overrides(config: PretrainedConfig, overrides: dict[str, Any], where: str) -> None:
-    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
-    for key, value in overrides.items():
-        if key not in known:
-            raise PretuneError(f"model.overrides.{key} is not a field of the {where} config "
-                               f"({type(config).__name__}); check the spelling")
-        setattr(config, key, value)
-
-
-def _set_dropout(config: PretrainedConfig, dropout: float | None) -> None:
-    if dropout is None:
-        return
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
-        if hasattr(config, key):
-            setattr(config, key, dropout)
 
 
 def _check_vit_size(config: PretrainedConfig, image_size: int, where: str) -> None:
@@ -99,8 +77,8 @@ def build_image_model(name: str, num_labels: int, image_size: int, channels: int
             hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
             intermediate_size=a.intermediate, **_labels_kwargs(labels))
         config._attn_implementation = "sdpa"
-    _apply_overrides(config, dict(overrides or {}), name)
-    _set_dropout(config, dropout)
+    apply_overrides(config, dict(overrides or {}), name)
+    set_dropout(config, dropout)
     if isinstance(a, ViTArch):
         if config.hidden_size % config.num_attention_heads:
             raise PretuneError(f"model.overrides: hidden_size {config.hidden_size} is not "
@@ -150,29 +128,16 @@ def load_image_model(spec: ModelConfig, labels: list[str], image_size: int, chan
     if config.model_type == "vit" and config.image_size != image_size:
         raise PretuneError(f"model.name={spec.name} is a ViT for {config.image_size}px images; "
                            f"set data.image_size={config.image_size}")
-    bad = sorted(set(spec.overrides) & _SHAPE_KEYS)
-    if bad:
-        raise PretuneError(f"model.overrides.{bad[0]} would change the shape of the pre-trained "
-                           f"checkpoint {path}; shape overrides apply to random init only")
-    _apply_overrides(config, spec.overrides, str(path))
-    _set_dropout(config, spec.dropout)
+    apply_overrides(config, spec.overrides, str(path), pretrained=True)
+    set_dropout(config, spec.dropout)
     old = [config.id2label[i] for i in sorted(config.id2label)]
     reuse = keep_head and old == list(labels)
     for key, value in _labels_kwargs(labels).items():
         setattr(config, key, value)
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected here
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_transformers():  # the "newly initialised head" report is expected here
         model = AutoModelForImageClassification.from_pretrained(
             path, config=config, dtype=torch.float32, use_safetensors=True,
             ignore_mismatched_sizes=True, trust_remote_code=spec.trust_remote_code)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     if not reuse:
         reset_head(model)
     return model
