@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pretune.config import ImageAugmentConfig, ImageDataConfig
+from pretune.data.augment import augment_images, mix_batch
+from pretune.data.builtin import builtin_path
 from pretune.data.stream import EpochCursor
 from pretune.errors import PretuneError
 
@@ -101,8 +103,6 @@ def _read_csv(path: str, _mtime: float) -> np.ndarray:
 
 
 def _builtin(name: str) -> tuple[np.ndarray, np.ndarray, str]:
-    from pretune.data.builtin import builtin_path
-
     if name not in _BUILTINS:
         raise PretuneError(f"data.path=builtin:{name} is not an image set; choose one of: "
                            + ", ".join(f"builtin:{n}" for n in _BUILTINS))
@@ -408,8 +408,6 @@ class ImageBatches(EpochCursor):
         return full + (1 if rest > 1 else 0)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        from pretune.data.augment import augment_images, mix_batch
-
         epoch = self.epoch
         perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
         while self.position < len(self):

@@ -30,6 +30,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from pretune.config import ModelConfig
+from pretune.data.images import MEAN, STD
 from pretune.errors import PretuneError
 from pretune.models.archs import IMAGE_ARCHS, ResNetArch, ViTArch
 from pretune.models.backbone import Backbone, unwrap
@@ -157,8 +158,6 @@ def image_processor(image_size: int, channels: int) -> Any:
         from transformers import ViTImageProcessorPil as Processor
     except ImportError:  # pragma: no cover - older transformers
         from transformers import ViTImageProcessor as Processor
-    from pretune.data.images import MEAN, STD
-
     return Processor(do_resize=True, size={"height": image_size, "width": image_size},
                      do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
                      image_mean=[MEAN] * channels, image_std=[STD] * channels,

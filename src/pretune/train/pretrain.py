@@ -20,6 +20,7 @@ from torch import nn
 
 from pretune.config import PrepareConfig, PretrainConfig, dump_yaml
 from pretune.data.pipeline import prepare
+from pretune.data.shards import PackedTokens
 from pretune.errors import PretuneError
 from pretune.models.card import model_card
 from pretune.models.registry import count_params, flops_per_token, load_model, load_tokenizer_for
@@ -83,8 +84,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
         shutil.rmtree(run_dir)
 
     artifact = _artifact(cfg.data)
-    from pretune.data.shards import PackedTokens
-
     train_tokens = PackedTokens(artifact, "train")
     val_tokens = PackedTokens(artifact, "val")
     tok_dir = artifact / "tokenizer"
