@@ -20,7 +20,7 @@ from pretune.study.runner import plan_cells
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "gpu-sst2.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "gpu-sst2.yaml", "quickstart-zh.yaml"])
 def test_study_configs_validate_and_plan(name):
     cfg = load_study_config(CONFIGS / name)
     assert isinstance(cfg, StudyConfig)
@@ -50,4 +50,12 @@ def test_sweep_config_validates():
 
 def test_every_shipped_yaml_is_covered():
     assert {p.name for p in CONFIGS.glob("*.yaml")} == {
-        "quickstart.yaml", "gpu-sst2.yaml", "vision-quickstart.yaml", "sweep-rt.yaml"}
+        "quickstart.yaml", "gpu-sst2.yaml", "vision-quickstart.yaml", "sweep-rt.yaml",
+        "quickstart-zh.yaml"}
+
+
+def test_chinese_quickstart_plans_tagging_without_prompts_or_sklearn():
+    cfg = load_study_config(CONFIGS / "quickstart-zh.yaml")
+    ner = [c for c in plan_cells(cfg) if c.task == "peoples-daily-ner"]
+    assert ner and {c.strategy for c in ner} == {"full"}  # no sklearn probe for tags
+    assert {c.settings for c in ner} != {""}  # its own recipe is part of its cell keys

@@ -149,7 +149,7 @@ def test_bad_inputs_have_one_line_errors(tmp_path):
     with pytest.raises(PretuneError, match="not found"):
         load_task(TaskConfig(path=str(tmp_path / "missing.csv")))
     (tmp_path / "latin.csv").write_bytes(b"text,label\ncaf\xe9,a\nb,b\n")
-    with pytest.raises(PretuneError, match="not UTF-8"):
+    with pytest.raises(PretuneError, match="not utf-8 text.*set task.encoding=cp1252"):
         load_task(TaskConfig(path=str(tmp_path / "latin.csv")))
     with pytest.raises(PretuneError, match="budget=9999 is larger"):
         load_task(TaskConfig(path=str(path), budget=9999))

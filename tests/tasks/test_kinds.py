@@ -17,8 +17,9 @@ from pretune.tasks import KINDS, get_kind, kind_of_model_dir
 from pretune.tasks.base import TASK_FILE, TaskKind
 
 CONTRACT = ("load", "with_budget", "metrics", "load_model", "encode", "train_batches",
-            "loss_fn", "outputs", "features", "probe_targets", "save", "open_saved",
-            "read_labeled", "predict", "pool", "refold", "fold_labels")
+            "loss_fn", "outputs", "save", "open_saved", "read_labeled", "predict", "pool",
+            "refold", "fold_labels")
+SKLEARN_PROBE = ("load_encoder", "features", "probe_targets")  # all of them, or none
 
 
 @pytest.mark.parametrize("name", list(KINDS))
@@ -29,6 +30,8 @@ def test_every_kind_is_registered_tagged_and_complete(name):
     assert kind.modality == modality_of(name)
     missing = [m for m in CONTRACT if getattr(type(kind), m) is getattr(TaskKind, m)]
     assert not missing, f"{name} does not implement {missing}"
+    probe = [getattr(type(kind), m) is not getattr(TaskKind, m) for m in SKLEARN_PROBE]
+    assert all(probe) or not any(probe), f"{name}: half a scikit-learn probe"
 
 
 def test_unknown_kind_names_the_kinds():

@@ -23,9 +23,11 @@ from pretune.config.study import ImageStudyConfig, MatrixConfig, StudyConfig, lo
 from pretune.config.sweep import ParamSpec, SweepConfig
 from pretune.config.tasks import (
     IMAGE_STRATEGIES,
+    KIND_SKLEARN_PROBE,
     KIND_STRATEGIES,
     ImageAugmentConfig,
     ImageDataConfig,
+    TagTaskConfig,
     TaskConfig,
     infer_kind,
     modality_of,
@@ -39,11 +41,11 @@ from pretune.config.train import (
 )
 
 __all__ = [
-    "IMAGE_STRATEGIES", "KIND_STRATEGIES", "TASK_KINDS", "AugmentConfig", "CleanConfig",
+    "IMAGE_STRATEGIES", "KIND_SKLEARN_PROBE", "KIND_STRATEGIES", "TASK_KINDS", "AugmentConfig", "CleanConfig",
     "FinetuneConfig", "ImageAugmentConfig", "ImageDataConfig", "ImagePretrainConfig",
     "ImageStudyConfig", "LoopConfig", "MatrixConfig", "ModelConfig", "OptimConfig", "ParamSpec",
     "PrepareConfig", "PretrainConfig", "Section", "SourceConfig", "StrategyConfig",
-    "StudyConfig", "SweepConfig", "TaskConfig", "TokenizerConfig", "apply_overrides",
+    "StudyConfig", "SweepConfig", "TagTaskConfig", "TaskConfig", "TokenizerConfig", "apply_overrides",
     "config_hash", "deep_merge", "dump_yaml", "format_validation_error", "infer_kind",
     "load_config", "load_study_config", "load_yaml", "modality_of", "parse_override",
 ]

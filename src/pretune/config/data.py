@@ -16,6 +16,7 @@ class SourceConfig(Section):
     format: Literal["auto", "txt", "jsonl", "csv", "tsv", "parquet"] = "auto"
     text_field: str = "text"  # column/key holding the text (jsonl/csv/tsv/parquet)
     txt_mode: Literal["file", "line", "paragraph"] = "file"  # one doc per file/line/blank-line block
+    encoding: str = "utf-8"  # of the files (gb18030 for GBK Chinese, cp1252, latin-1, ...)
 
 
 class CleanConfig(Section):
@@ -58,6 +59,16 @@ class PrepareConfig(Section):
     batch_docs: int = Field(1000, ge=1)
     seed: int = 0
     progress: bool = True
+    # JSONL of texts (one JSON string per line) to keep out of the corpus: documents holding
+    # one (or one of its sentences) are dropped. A study writes it from its tasks' test and
+    # validation texts when a task comes from the corpus's own source.
+    holdout: str | None = None
+    # ... and documents sharing a word n-gram of this length with one (0: whole sentences only;
+    # the study uses its contamination_ngram, so the check it reports finds nothing held out)
+    holdout_ngram: int = Field(13, ge=0)
+    # Record where words start, for whole-word masking of unsegmented text (Chinese): jieba
+    # when installed (auto), or a dictionary segmenter over People's Daily's word list.
+    word_boundaries: Literal["off", "auto", "jieba", "dictionary"] = "off"
 
     @field_validator("sources", mode="before")
     @classmethod

@@ -13,16 +13,19 @@ from pydantic import Field, model_validator
 
 from pretune.config.base import Section, deep_merge
 from pretune.config.tasks import (
+    KIND_SKLEARN_PROBE,
     KIND_STRATEGIES,
     ImageAugmentConfig,
     ImageDataConfig,
+    TagTaskConfig,
     TaskConfig,
     modality_of,
     with_kind,
 )
 from pretune.config.train import LoopConfig, ModelConfig, OptimConfig
 
-TaskSpec = Annotated[TaskConfig | ImageDataConfig, Field(discriminator="kind")]
+TaskSpec = Annotated[TaskConfig | ImageDataConfig | TagTaskConfig,
+                     Field(discriminator="kind")]
 
 
 class StrategyConfig(Section):
@@ -105,6 +108,13 @@ class FinetuneConfig(Section):
         if self.strategy.name not in KIND_STRATEGIES[kind]:
             raise ValueError(f"strategy.name={self.strategy.name} does not apply to {kind} "
                              f"tasks; choose one of: {', '.join(KIND_STRATEGIES[kind])}")
+        if self.strategy.sklearn and self.strategy.name == "linear-probe" \
+                and kind not in KIND_SKLEARN_PROBE:
+            raise ValueError(f"strategy.sklearn (the scikit-learn probe) is not available for "
+                             f"{kind} tasks; use strategy.sklearn=false (the loop's linear probe)")
+        if kind == "token-classification" and self.augment.token_delete_prob:
+            raise ValueError("augment.token_delete_prob would shift tokens against their tags; "
+                             "token classification takes augment.token_mask_prob only")
         image = modality_of(kind) == "image"
         for key in AugmentConfig.model_fields:
             value, default = getattr(self.augment, key), AugmentConfig.model_fields[key].default

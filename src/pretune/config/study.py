@@ -4,7 +4,7 @@ budgets x seeds), and the text and image studies around it (their pre-training p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -14,12 +14,16 @@ from pretune.config.finetune import FinetuneConfig, StrategyConfig
 from pretune.config.tasks import (
     IMAGE_STRATEGIES,
     ImageDataConfig,
+    TagTaskConfig,
     TaskConfig,
     modality_of,
     with_kind,
 )
 from pretune.config.train import ImagePretrainConfig, PretrainConfig
 from pretune.errors import PretuneError
+
+# A text study's tasks: classification and token tagging may sit side by side.
+TextTaskSpec = Annotated[TaskConfig | TagTaskConfig, Field(discriminator="kind")]
 
 
 class MatrixConfig(Section):
@@ -41,6 +45,9 @@ class MatrixConfig(Section):
     # start -> a sweep dir (or its best.yaml; its `optim` section is used), or a mapping merged
     # into `finetune` for that start, e.g. {builtin:minilm: {optim: {lr: 5.0e-5}}}.
     start_finetune: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
+    # Per-task fine-tuning settings, merged after the start's: tagging and sentiment rarely
+    # want one recipe, e.g. {peoples-daily-ner: {optim: {lr: 1.0e-3}, train: {epochs: 6}}}.
+    task_finetune: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retries: int = Field(1, ge=0)  # retries of a crashed cell before it is reported failed
 
 
@@ -51,7 +58,7 @@ class StudyConfig(MatrixConfig):
     prepare: PrepareConfig | None = PrepareConfig()
     pretrain: PretrainConfig | None = None  # its `data` is replaced by `prepare`'s artifact
     continued: PretrainConfig | None = None  # continued pre-training of an hf:/builtin start
-    tasks: list[TaskConfig] = Field(default_factory=lambda: [TaskConfig()])
+    tasks: list[TextTaskSpec] = Field(default_factory=lambda: [TaskConfig()])
     finetune: FinetuneConfig = FinetuneConfig()  # defaults for every cell (model/task replaced)
     probes: bool = True  # linear probe on intermediate pre-training checkpoints
     contamination_ngram: int = Field(13, ge=3)

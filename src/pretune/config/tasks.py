@@ -23,13 +23,18 @@ KIND_STRATEGIES: dict[str, tuple[str, ...]] = {
     "token-classification": ("full", "linear-probe", "partial", "llrd", "lora"),
 }
 IMAGE_STRATEGIES = KIND_STRATEGIES["image-classification"]
+# Kinds whose linear probe can also be scikit-learn on pooled per-example features.
+KIND_SKLEARN_PROBE = ("text-classification", "image-classification")
 # builtin task name -> its kind (a builtin the table lacks is read as text classification,
 # and its reader names the builtins there are).
 BUILTIN_KINDS: dict[str, str] = {
     "rotten-tomatoes": "text-classification",
     "wiki-topics": "text-classification",
+    "chn-sentiment": "text-classification",
     "digits": "image-classification",
     "mnist-5k": "image-classification",
+    "wnut16": "token-classification",
+    "peoples-daily-ner": "token-classification",
 }
 _IMAGE_SUFFIXES = (".npz",)
 _TAG_SUFFIXES = (".conll", ".conllu", ".bio", ".iob", ".iob2")
@@ -87,6 +92,34 @@ class TaskConfig(Section):
     split_seed: int = 0  # splits are fixed across runs; budgets/seeds vary separately
     budget: int | None = Field(None, ge=1)  # stratified subsample of training examples
     max_length: int = Field(128, ge=8)
+    encoding: str = "utf-8"  # of the files (gb18030, cp1252, latin-1, ...)
+
+
+class TagTaskConfig(Section):
+    """Token classification (NER, segmentation, POS): CoNLL-style files (a token and its tag
+    per line, a blank line between sentences), jsonl with token and tag lists or with a text
+    and character spans, or ``builtin:wnut16`` / ``builtin:peoples-daily-ner``. Tags are BIO."""
+
+    kind: Literal["token-classification"] = "token-classification"
+    path: str = "builtin:wnut16"
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["auto", "conll", "jsonl"] = "auto"
+    tokens_field: str = "tokens"  # jsonl: the token list ...
+    tags_field: str = "tags"  # ... and its tag list
+    text_field: str = "text"  # jsonl: or a text ...
+    spans_field: str = "spans"  # ... and [start, end, type] character spans
+    # Chinese and other unsegmented text: one token per character (auto: when most are CJK)
+    char_level: bool | Literal["auto"] = "auto"
+    invalid_bio: Literal["repair", "error"] = "repair"  # an I-X that does not continue X
+    label_all_subwords: bool = False  # False: only a word's first sub-word carries its tag
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)
+    test_fraction: float = Field(0.2, ge=0, lt=0.5)
+    test_size: int | None = Field(None, ge=1)
+    split_seed: int = 0
+    budget: int | None = Field(None, ge=1)  # training sentences (each entity type once first)
+    max_length: int = Field(128, ge=8)  # sub-word tokens; longer sentences are cut (counted)
+    encoding: str = "utf-8"
 
 
 class ImageDataConfig(Section):

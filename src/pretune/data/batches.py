@@ -64,9 +64,14 @@ def collate(enc: Encoded, idx: list[int] | np.ndarray, ids: list[list[int]] | No
     return out
 
 
-def label_tensor(labels: list[Any], task_type: str) -> torch.Tensor:
+def label_tensor(labels: list[Any], task_type: str, width: int = 0) -> torch.Tensor:
     if task_type == "single_label":
         return torch.tensor(labels, dtype=torch.long)  # (B,)
+    if task_type == "token":  # per-token label ids, padded with -100 (ignored) to (B, T)
+        out = torch.full((len(labels), width), -100, dtype=torch.long)
+        for row, seq in enumerate(labels):
+            out[row, : len(seq)] = torch.tensor(seq[:width], dtype=torch.long)
+        return out
     return torch.tensor(labels, dtype=torch.float32)  # (B, C) multi-hot or (B,) targets
 
 
@@ -130,7 +135,8 @@ class LabeledBatches(EpochCursor):
             if aug is not None and self.enc.token_type_ids is not None:
                 # Deletions shift pair boundaries; segment ids are dropped (all zeros) then.
                 batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
-            batch["labels"] = label_tensor([self.labels[i] for i in idx], self.task_type)
+            batch["labels"] = label_tensor([self.labels[i] for i in idx], self.task_type,
+                                           batch["input_ids"].shape[1])
             self.position = pos + 1
             yield batch
         self.epoch, self.position = epoch + 1, 0

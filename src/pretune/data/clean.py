@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pretune.config import CleanConfig
+from pretune.data.cjk import CJK_CHARS, has_cjk
+from pretune.data.ngrams import WordHasher, contains_any, ngram_hashes, words
 
 # Filter name -> the setting that controls it (for "everything was removed" errors).
 FILTER_SETTINGS = {
@@ -27,7 +29,10 @@ FILTER_SETTINGS = {
     "min_words": "clean.min_words",
     "exact_dup": "clean.exact_dedup",
     "near_dup": "clean.near_dedup_threshold",
+    "held_out": "holdout (documents holding a task's test or validation text)",
 }
+# Where a document is cut into the sentences a held-out text is matched against.
+_SENTENCE_END = re.compile(r"(?<=[。！？!?])|\n+")
 
 # Non-whitespace C0/C1 controls, soft hyphen, zero-width and bidi-control characters.
 # \t \n \r \x0b \x0c \x85 are whitespace and left to the whitespace step.
@@ -89,9 +94,20 @@ def normalize_whitespace(text: str) -> str:
 class Cleaner:
     """Stateful streaming cleaner: transforms + filters + dedup indexes for one corpus."""
 
-    def __init__(self, cfg: CleanConfig, stats: CleanStats | None = None) -> None:
+    def __init__(self, cfg: CleanConfig, stats: CleanStats | None = None,
+                 holdout: Iterable[str] = (), holdout_ngram: int = 0) -> None:
         self.cfg = cfg
         self.stats = stats if stats is not None else CleanStats()
+        # Held-out texts, cleaned like the corpus (a test sentence matches its corpus copy);
+        # with holdout_ngram, any shared word n-gram (what the contamination check counts).
+        changed = dict(self.stats.changed)
+        self._holdout = {t for t in (self.transform(h) for h in holdout) if t}
+        self.stats.changed = changed
+        self._ngram = holdout_ngram
+        self._hasher = WordHasher()
+        self._held_ngrams = np.unique(np.concatenate(
+            [ngram_hashes(self._hasher(words(t)), holdout_ngram) for t in self._holdout]
+            or [np.empty(0, np.uint64)])) if holdout_ngram else np.empty(0, np.uint64)
         self._seen: set[bytes] = set()  # 16-byte digests of kept docs (exact dedup)
         self._lsh = None
         if cfg.near_dedup:
@@ -133,9 +149,19 @@ class Cleaner:
             return "min_chars"
         if cfg.max_chars is not None and len(text) > cfg.max_chars:
             return "max_chars"
-        if cfg.min_words and len(text.split()) < cfg.min_words:
+        if cfg.min_words and len(word_units(text)) < cfg.min_words:
             return "min_words"
         return None
+
+    def is_held_out(self, text: str) -> bool:
+        """True when the document is, holds a sentence that is, or (holdout_ngram) shares a
+        word n-gram with a held-out text."""
+        if text in self._holdout:
+            return True
+        if any(p.strip() in self._holdout for p in _SENTENCE_END.split(text)):
+            return True
+        return bool(self._ngram) and contains_any(
+            ngram_hashes(self._hasher(words(text)), self._ngram), self._held_ngrams)
 
     def is_exact_dup(self, text: str) -> bool:
         # Key on case- and whitespace-insensitive text so trivially re-formatted copies match.
@@ -163,6 +189,8 @@ class Cleaner:
             st.docs_in += 1
             text = self.transform(doc)
             reason = self.reject_reason(text)
+            if reason is None and self._holdout and self.is_held_out(text):
+                reason = "held_out"
             if reason is None and self.cfg.exact_dedup and self.is_exact_dup(text):
                 reason = "exact_dup"
             if reason is None and self._lsh is not None and self.is_near_dup(text, st.docs_in):
@@ -172,21 +200,32 @@ class Cleaner:
                 continue
             st.docs_out += 1
             st.chars_out += len(text)
-            st.words_out += len(text.split())
+            st.words_out += len(word_units(text))
             yield text
 
 
 _SHINGLE_BASE = np.uint64(0x100000001B3)  # FNV prime: polynomial combination of word hashes
+_UNITS = re.compile(f"[{CJK_CHARS}]|[^\\s{CJK_CHARS}]+")
+
+
+def word_units(text: str) -> list[str]:
+    """Words for counting and shingling: whitespace-separated words, and every CJK character
+    on its own (Chinese has no spaces: its n-word shingles are character n-grams)."""
+    if not has_cjk(text):
+        return text.split()
+    return _UNITS.findall(text)
 
 
 def minhash_signature(text: str, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """MinHash signature (uint32, shape [num_perm]) of the lowercased n-word shingles of ``text``.
+    """MinHash signature (uint32, shape [num_perm]) of the lowercased n-word shingles of ``text``
+    (character n-grams where the text is CJK).
 
     Vectorised instead of hashing each shingle string: words are hashed once (crc32, in C),
     a shingle's hash is a polynomial of its word hashes (uint64 arithmetic wraps mod 2^64),
     and permutation j is the multiply-shift hash ``(a_j * h + b_j) >> 32``.
     """
-    words = text.lower().encode().split()
+    words = [w.encode() for w in word_units(text.lower())] if has_cjk(text) else \
+        text.lower().encode().split()
     wh = np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=len(words))
     n = max(1, min(n, len(wh)))
     count = max(1, len(wh) - n + 1)
@@ -202,9 +241,12 @@ def _nfkc(text: str) -> str:
     return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
 
 
-def clean_documents(docs: Iterable[str], cfg: CleanConfig, stats: CleanStats) -> Iterator[str]:
-    """Stream ``docs`` through the transforms, filters and dedup of ``cfg``, filling ``stats``."""
-    return Cleaner(cfg, stats)(docs)
+def clean_documents(docs: Iterable[str], cfg: CleanConfig, stats: CleanStats,
+                    holdout: Iterable[str] = (), holdout_ngram: int = 0) -> Iterator[str]:
+    """Stream ``docs`` through the transforms, filters and dedup of ``cfg``, filling ``stats``;
+    documents holding a ``holdout`` text (a task's test sentences) — or sharing a word
+    ``holdout_ngram``-gram with one — are dropped and counted."""
+    return Cleaner(cfg, stats, holdout, holdout_ngram)(docs)
 
 
 def everything_removed_message(stats: CleanStats, cfg: CleanConfig) -> str:

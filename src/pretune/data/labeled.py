@@ -18,7 +18,7 @@ import numpy as np
 
 from pretune.config import TaskConfig, config_hash
 from pretune.data.builtin import is_builtin
-from pretune.data.builtin_tasks import builtin_rows
+from pretune.data.builtin_tasks import builtin_info, builtin_rows
 from pretune.data.rows import COMPRESSIONS, read_rows
 from pretune.errors import PretuneError
 
@@ -295,7 +295,7 @@ def _read(cfg: TaskConfig, path: str) -> _Raw:
         name = path.removeprefix("builtin:")
         rows, text_f, label_f = builtin_rows(name)
         return _extract(rows, [text_f, label_f], path, text_f, None, label_f)
-    rows, cols = read_rows(path, cfg.format)
+    rows, cols = read_rows(path, cfg.format, cfg.encoding)
     return _extract(rows, cols, path, cfg.text_field, cfg.text_pair_field, cfg.label_field)
 
 
@@ -344,6 +344,7 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> LabeledTask:
     task = LabeledTask(
         name=task_name(cfg), type=kind, labels=names, train=train, val=val, test=test,
         majority_baseline=majority_baseline(kind, train, test), fingerprint=task_fingerprint(cfg),
+        info=builtin_info(cfg.path) if is_builtin(cfg.path) else {},
     )
     return apply_budget(task, cfg.budget, seed)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import itertools
 import json
 import os
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -37,6 +39,7 @@ from rich.table import Table
 
 from pretune.config import PrepareConfig, config_hash
 from pretune.data.clean import CleanStats, clean_documents, everything_removed_message
+from pretune.data.segment import make_segmenter
 from pretune.data.shards import write_shards
 from pretune.data.sources import SourceStats, iter_documents, source_files
 from pretune.data.tokenizer import load_tokenizer, train_tokenizer
@@ -53,11 +56,35 @@ def artifact_dir(cfg: PrepareConfig) -> Path:
 
 
 def source_fingerprint(cfg: PrepareConfig) -> list[list[Any]]:
-    """(path, size, mtime) of every source file: an edited corpus invalidates the cache."""
+    """(path, size, mtime) of every source file: an edited corpus invalidates the cache; the
+    holdout file by its content (a study rewrites it on every run)."""
     out = []
     for p in source_files(cfg.sources):
         st = p.stat()
         out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+    if cfg.holdout:
+        out.append(["holdout", hashlib.sha256(_holdout_path(cfg).read_bytes()).hexdigest()])
+    return out
+
+
+def _holdout_path(cfg: PrepareConfig) -> Path:
+    path = Path(cfg.holdout or "")
+    if not path.is_file():
+        raise PretuneError(f"holdout={cfg.holdout}: file not found (one JSON string per line)")
+    return path
+
+
+def read_holdout(cfg: PrepareConfig) -> list[str]:
+    if not cfg.holdout:
+        return []
+    out = []
+    with open(_holdout_path(cfg), encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(str(json.loads(line)))
+                except json.JSONDecodeError:
+                    raise PretuneError(f"{cfg.holdout} line {lineno}: not a JSON string") from None
     return out
 
 
@@ -131,7 +158,9 @@ def _build(cfg: PrepareConfig, tmp: Path, console: Console) -> dict[str, Any]:
         with contextlib.closing(raw_docs), open(clean_path, "w", encoding="utf-8") as out, \
                 open(tmp / "sample.txt", "w", encoding="utf-8") as sample:
             capped = itertools.islice(raw_docs, cfg.max_docs)
-            for i, doc in enumerate(clean_documents(capped, cfg.clean, clean_stats)):
+            cleaned = clean_documents(capped, cfg.clean, clean_stats, read_holdout(cfg),
+                                      cfg.holdout_ngram)
+            for i, doc in enumerate(cleaned):
                 out.write(json.dumps(doc, ensure_ascii=False) + "\n")
                 if i < SAMPLE_DOCS:
                     sample.write(doc + "\n\n")
@@ -154,9 +183,11 @@ def _build(cfg: PrepareConfig, tmp: Path, console: Console) -> dict[str, Any]:
 
         t2 = time.perf_counter()
         enc = progress.add_task("encoding", total=clean_stats.docs_out)
+        segment = make_segmenter(cfg.word_boundaries) if cfg.word_boundaries != "off" else None
         meta = write_shards(
             _read_clean(clean_path), tok, tmp, val_fraction=cfg.val_fraction, seed=cfg.seed,
             batch_docs=cfg.batch_docs, on_batch=lambda n: progress.advance(enc, n),
+            segment=segment,
         )
         timings["encode_seconds"] = time.perf_counter() - t2
     clean_path.unlink()
@@ -166,6 +197,10 @@ def _build(cfg: PrepareConfig, tmp: Path, console: Console) -> dict[str, Any]:
     # Boundary tokens are packing, not text: leave them out of tokens/word.
     text_tokens = sum(s["tokens"] - s["docs"] for s in splits.values())
     words = clean_stats.words_out
+    unk = tok.unk_token_id
+    unknown = 0 if unk is None else sum(  # the shards as written (meta.json comes later)
+        int(np.count_nonzero(np.fromfile(tmp / f"{split}.bin", dtype=meta["dtype"]) == unk))
+        for split in splits)
     meta.update(
         name=cfg.name,
         config=cfg.model_dump(mode="json"),
@@ -177,6 +212,8 @@ def _build(cfg: PrepareConfig, tmp: Path, console: Console) -> dict[str, Any]:
             "words": words,
             "text_tokens": text_tokens,
             "tokens_per_word": text_tokens / words if words else 0.0,
+            "tokens_per_char": text_tokens / clean_stats.chars_out if clean_stats.chars_out else 0.0,
+            "unknown_token_rate": unknown / text_tokens if text_tokens else 0.0,
             "wall_seconds": wall,
             "mb_per_s": src_stats.bytes / 1e6 / wall if wall > 0 else 0.0,
             **timings,
@@ -214,6 +251,8 @@ def _print_stats(console: Console, meta: dict[str, Any], final: Path) -> None:
         ("words", f"{st['words']:,}"),
         ("tokens (text)", f"{st['text_tokens']:,}"),
         ("tokens / word", f"{st['tokens_per_word']:.3f}"),
+        ("tokens / character", f"{st.get('tokens_per_char', 0):.3f}"),
+        ("unknown-token rate", f"{100 * st.get('unknown_token_rate', 0):.3f}%"),
         (f"tokenizer ({meta['tokenizer_kind']})", f"vocab {meta['vocab_size']:,}, {meta['dtype']}"),
     ]
     for split, s in meta["splits"].items():

@@ -1,5 +1,6 @@
 """Tabular files of labeled examples: csv / tsv / jsonl / parquet, optionally compressed,
-read as strict UTF-8 into rows (dicts) and column names."""
+read strictly in one encoding (UTF-8 unless ``task.encoding`` says otherwise) into rows
+(dicts) and column names."""
 
 from __future__ import annotations
 
@@ -9,16 +10,28 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
-from pretune.data.sources import open_binary
+from pretune.data.sources import guess_encoding, open_binary
 from pretune.errors import PretuneError
 
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 
 
-def open_text(path: Path) -> IO[str]:
-    """Open a (possibly compressed) labeled file as strict UTF-8: a label file with bad bytes
-    is an error to fix, not something to guess around (corpora use replacement instead)."""
-    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
+def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
+    """Open a (possibly compressed) labeled file strictly in ``encoding``: a label file with
+    bad bytes is an error to fix, not something to guess around (corpora use replacement)."""
+    try:
+        return io.TextIOWrapper(open_binary(path), encoding=encoding, newline="")
+    except LookupError:
+        raise PretuneError(f"task.encoding={encoding!r} is not a known text encoding (e.g. "
+                           "utf-8, gb18030, cp1252, latin-1)") from None
+
+
+def decode_error(path: Path, err: UnicodeDecodeError, encoding: str) -> PretuneError:
+    """A one-line error for a file that is not in ``encoding``, naming the likely one."""
+    guess = guess_encoding(path, encoding, limit=1 << 30)
+    hint = f"it decodes as {guess}: set task.encoding={guess}" if guess else \
+        "set task.encoding to the file's encoding, or re-encode it as UTF-8"
+    return PretuneError(f"{path}: not {encoding} text (byte offset {err.start}); {hint}")
 
 
 def detect_format(path: Path, fmt: str = "auto") -> str:
@@ -38,7 +51,8 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     )
 
 
-def read_rows(path: str | Path, fmt: str = "auto") -> tuple[list[dict[str, Any]], list[str]]:
+def read_rows(path: str | Path, fmt: str = "auto", encoding: str = "utf-8"
+              ) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows (dicts) and column names of a csv/tsv/jsonl/parquet file."""
     p = Path(path)
     if not p.is_file():
@@ -47,13 +61,13 @@ def read_rows(path: str | Path, fmt: str = "auto") -> tuple[list[dict[str, Any]]
     try:
         if fmt in ("csv", "tsv"):
             csv.field_size_limit(1 << 30)  # long reviews/articles exceed the 128 KiB default
-            with open_text(p) as f:
+            with open_text(p, encoding) as f:
                 reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
                 rows = list(reader)
                 cols = list(reader.fieldnames or [])
         elif fmt == "jsonl":
             rows = []
-            with open_text(p) as f:
+            with open_text(p, encoding) as f:
                 for lineno, line in enumerate(f, 1):
                     if line.strip():
                         try:
@@ -71,7 +85,7 @@ def read_rows(path: str | Path, fmt: str = "auto") -> tuple[list[dict[str, Any]]
                 table = pq.read_table(io.BytesIO(f.read()))
             rows, cols = table.to_pylist(), list(table.column_names)
     except UnicodeDecodeError as e:
-        raise PretuneError(f"{p}: not UTF-8 text (byte offset {e.start}); re-encode it as UTF-8") from None
+        raise decode_error(p, e, encoding) from None
     if not rows:
         raise PretuneError(f"{p} has no rows")
     return rows, cols

@@ -7,6 +7,8 @@ Layout of a shard directory (``train`` and ``val`` splits):
   (``len = docs + 1``), so document i is ``tokens[idx[i] : idx[i+1] - 1]``.
 - ``meta.json``: dtype, boundary token, special ids, per-split docs/tokens (the pipeline adds
   the config and the stats).
+- ``<split>.ws.bin`` (only with ``word_boundaries``): uint8, 1 where a token starts a word, for
+  whole-word masking of text the tokenizer cannot segment (Chinese).
 
 Encoding speed: the Rust tokenizer's ``encode_batch_fast`` runs a batch on all cores (Rayon,
 GIL released), and a one-batch lookahead thread overlaps it with the Python side (split hashing,
@@ -31,6 +33,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
+from pretune.data.segment import Segmenter, token_word_starts, word_start_offsets
 from pretune.data.tokenizer import boundary_token_id, raw_encoder, special_token_ids, tokenizer_kind
 from pretune.errors import PretuneError
 
@@ -50,40 +53,58 @@ def is_val_doc(text: str, val_fraction: float, seed: int) -> bool:
     return int.from_bytes(h.digest(), "little") < val_fraction * 2**64
 
 
-def _encode(raw: Tokenizer, texts: list[str], boundary: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """Encode ``texts`` -> (flat ids with a boundary after each doc [sum(lens)], lens [docs])."""
-    # encode_batch_fast skips offset tracking (tokenizers >= 0.20.1); fall back if missing.
-    encode = getattr(raw, "encode_batch_fast", raw.encode_batch)
-    encs = encode(texts, add_special_tokens=False)
+def _encode(raw: Tokenizer, texts: list[str], boundary: int, dtype: str,
+            segment: Segmenter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Encode ``texts`` -> (flat ids with a boundary after each doc [sum(lens)], lens [docs],
+    word-start flags aligned with the ids, or None without a segmenter)."""
+    if segment is None:
+        # encode_batch_fast skips offset tracking (tokenizers >= 0.20.1); fall back if missing.
+        encs = getattr(raw, "encode_batch_fast", raw.encode_batch)(texts, add_special_tokens=False)
+    else:
+        encs = raw.encode_batch(texts, add_special_tokens=False)  # offsets: where words start
     ids = [e.ids for e in encs]
     lens = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
     flat = np.fromiter(
         itertools.chain.from_iterable(itertools.chain(x, (boundary,)) for x in ids),
         dtype=dtype, count=int(lens.sum()),
     )
-    return flat, lens
+    if segment is None:
+        return flat, lens, None
+    flags = np.fromiter(itertools.chain.from_iterable(
+        itertools.chain(token_word_starts(e.offsets, word_start_offsets(t, segment)), (1,))
+        for e, t in zip(encs, texts, strict=True)), dtype=np.uint8, count=int(lens.sum()))
+    return flat, lens, flags
 
 
 class _SplitWriter:
     """Appends token arrays to ``<split>.bin`` and remembers document lengths."""
 
-    def __init__(self, out_dir: Path, split: str) -> None:
+    def __init__(self, out_dir: Path, split: str, word_starts: bool = False) -> None:
         self.path = out_dir / f"{split}.bin"
         self.idx_path = out_dir / f"{split}.idx.npy"
+        self.ws_path = out_dir / f"{split}.ws.bin"
         self.f = open(self.path, "wb")  # noqa: SIM115 - closed in finish()
+        self.ws = open(self.ws_path, "wb") if word_starts else None  # noqa: SIM115
         self.lens: list[np.ndarray] = []
         self.docs = 0
         self.tokens = 0
 
-    def write(self, flat: np.ndarray, lens: np.ndarray) -> None:
+    def write(self, flat: np.ndarray, lens: np.ndarray, flags: np.ndarray | None) -> None:
         if len(lens):
             self.f.write(memoryview(np.ascontiguousarray(flat)))
+            if self.ws is not None and flags is not None:
+                self.ws.write(memoryview(np.ascontiguousarray(flags)))
             self.lens.append(lens)
             self.docs += len(lens)
             self.tokens += int(lens.sum())
 
+    def close(self) -> None:
+        for f in (self.f, self.ws):
+            if f is not None and not f.closed:
+                f.close()
+
     def finish(self) -> np.ndarray:
-        self.f.close()
+        self.close()
         lens = np.concatenate(self.lens) if self.lens else np.zeros(0, dtype=np.int64)
         starts = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=starts[1:])
@@ -106,10 +127,12 @@ def write_shards(
     seed: int = 0,
     batch_docs: int = 1000,
     on_batch: Callable[[int], None] | None = None,
+    segment: Segmenter | None = None,
 ) -> dict[str, Any]:
     """Encode ``docs`` (streamed) into ``out_dir``/{train,val}.bin + .idx.npy + meta.json.
 
-    ``on_batch(n_docs)`` is called after each batch (progress bars). Returns the meta dict.
+    ``on_batch(n_docs)`` is called after each batch (progress bars). With ``segment`` (a word
+    segmenter), ``<split>.ws.bin`` holds a word-start flag per token. Returns the meta dict.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,25 +140,27 @@ def write_shards(
     boundary = boundary_token_id(tok)
     vocab_size = len(tok)
     dtype = token_dtype(vocab_size)
-    writers = {s: _SplitWriter(out, s) for s in SPLITS}
+    writers = {s: _SplitWriter(out, s, segment is not None) for s in SPLITS}
     empty = 0
 
     # Lookahead of one batch: the thread encodes batch i+1 while this one writes batch i.
     executor = ThreadPoolExecutor(1)
 
     def submit(texts: list[str]) -> Future:
-        return executor.submit(_encode, raw, texts, boundary, dtype.name)
+        return executor.submit(_encode, raw, texts, boundary, dtype.name, segment)
 
     def drain(fut: Future, n_train: int) -> None:
         nonlocal empty
-        flat, lens = fut.result()
+        flat, lens, flags = fut.result()
         cut = int(lens[:n_train].sum())
-        for split, f, ln in (("train", flat[:cut], lens[:n_train]), ("val", flat[cut:], lens[n_train:])):
+        parts = (("train", slice(0, cut), lens[:n_train]), ("val", slice(cut, None), lens[n_train:]))
+        for split, sl, ln in parts:
+            f, fl = flat[sl], None if flags is None else flags[sl]
             if (ln == 1).any():  # documents that encode to nothing: keep them out of the index
                 keep = np.repeat(ln > 1, ln)
                 empty += int((ln == 1).sum())
-                f, ln = f[keep], ln[ln > 1]
-            writers[split].write(f, ln)
+                f, fl, ln = f[keep], None if fl is None else fl[keep], ln[ln > 1]
+            writers[split].write(f, ln, fl)
         if on_batch is not None:
             on_batch(len(lens))
 
@@ -153,8 +178,7 @@ def write_shards(
                 drain(*pending.popleft())
     finally:
         for w in writers.values():
-            if not w.f.closed:
-                w.f.close()
+            w.close()
     lens = {s: w.finish() for s, w in writers.items()}
     _ensure_val(out, writers, lens, val_fraction, dtype)
     if writers["train"].docs == 0:
@@ -171,6 +195,7 @@ def write_shards(
         "special_token_ids": special_token_ids(tok),
         "splits": {s: {"docs": w.docs, "tokens": w.tokens} for s, w in writers.items()},
         "empty_encoded_docs": empty,
+        "word_starts": segment is not None,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
@@ -189,6 +214,11 @@ def _ensure_val(out: Path, writers: dict[str, _SplitWriter], lens: dict[str, np.
     with open(tr.path, "r+b") as f:
         f.truncate(size * dtype.itemsize)
     moved.tofile(va.path)
+    if tr.ws is not None:  # the word-start flags move with their tokens
+        flags = np.fromfile(tr.ws_path, dtype=np.uint8, offset=size)
+        with open(tr.ws_path, "r+b") as f:
+            f.truncate(size)
+        flags.tofile(va.ws_path)
     np.save(tr.idx_path, np.load(tr.idx_path)[:-1])
     np.save(va.idx_path, np.array([0, last], dtype=np.int64))
     tr.docs, tr.tokens, va.docs, va.tokens = tr.docs - 1, size, 1, last
@@ -217,6 +247,12 @@ class PackedTokens:
         self.tokens: np.ndarray = (
             np.memmap(d / f"{split}.bin", dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
         )
+        # Word-start flag per token (prepared with word_boundaries); None otherwise.
+        ws = d / f"{split}.ws.bin"
+        self.word_starts: np.ndarray | None = None
+        if ws.is_file():
+            self.word_starts = np.memmap(ws, dtype=np.uint8, mode="r", shape=(n,)) if n else \
+                np.zeros(0, np.uint8)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from pretune.config import SourceConfig
+from pretune.data import peoples_daily
 from pretune.data.builtin import builtin_path, is_builtin
 from pretune.errors import PretuneError
 
@@ -33,7 +34,7 @@ FORMAT_SUFFIXES = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
     ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
 }
-BUILTIN_CORPORA = ("news", "wiki-summaries")
+BUILTIN_CORPORA = ("news", "wiki-summaries", "peoples-daily")
 
 # Long documents exceed csv's default 128 KiB field limit; raising it is process-wide but
 # only ever makes the csv module accept more, so it cannot break another reader.
@@ -75,9 +76,15 @@ class SourceStats:
         out = []
         if self.non_utf8_docs:
             files = ", ".join(self.non_utf8_files[:3]) + (" ..." if len(self.non_utf8_files) > 3 else "")
+            first = Path(self.non_utf8_files[0].split(":")[0]) if self.non_utf8_files else None
+            guess = guess_encoding(first, "utf-8") if first is not None and first.is_file() \
+                else None
+            fix = (f"they decode as {guess}: set sources[].encoding={guess}" if guess else
+                   "re-encode the files to UTF-8 (e.g. iconv -f latin1 -t utf-8) or set "
+                   "sources[].encoding")
             out.append(
                 f"{self.non_utf8_docs} documents had bytes that are not UTF-8 (replaced by U+FFFD) "
-                f"in {files}; re-encode the files to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                f"in {files}; {fix}"
             )
         out += [f"source {s} produced no documents" for s, n in self.docs_per_source.items() if n == 0]
         return out
@@ -113,8 +120,33 @@ def open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115
 
 
-def _text(stream: IO[bytes], newline: str | None) -> TextIO:
-    return io.TextIOWrapper(stream, encoding="utf-8", errors="pretune-replace", newline=newline)
+def _text(stream: IO[bytes], newline: str | None, encoding: str = "utf-8") -> TextIO:
+    try:
+        return io.TextIOWrapper(stream, encoding=encoding, errors="pretune-replace",
+                                newline=newline)
+    except LookupError:
+        stream.close()
+        raise PretuneError(f"encoding={encoding!r} is not a known text encoding (e.g. utf-8, "
+                           "gb18030, cp1252, latin-1)") from None
+
+
+# Tried in order to name the likely encoding of a file that is not in the one asked for.
+ENCODING_CANDIDATES = ("utf-8", "gb18030", "big5", "shift_jis", "cp1252")
+
+
+def guess_encoding(path: Path, not_this: str, limit: int = 1 << 20) -> str | None:
+    """The first candidate encoding that decodes the start of ``path`` without an error."""
+    with open_binary(path) as f:
+        data = f.read(limit)
+    for enc in ENCODING_CANDIDATES:
+        if enc != not_this:
+            try:
+                data.decode(enc)
+            except UnicodeDecodeError as e:
+                if e.start < len(data) - 4:  # not just a character cut at the read limit
+                    continue
+            return enc
+    return None
 
 
 def open_text(path: str | Path, newline: str | None = None) -> TextIO:
@@ -253,7 +285,7 @@ def _read_file(path: Path, src: SourceConfig, stats: SourceStats, in_dir: bool) 
                 label = f"{name}:{member}"
 
                 def open_member(newline: str | None, m: str = member) -> TextIO:
-                    return _text(zf.open(m), newline)
+                    return _text(zf.open(m), newline, src.encoding)
 
                 yield from _read_tracked(
                     _read_one(open_member, lambda m=member: zf.open(m), label, fmt, src), label, stats
@@ -266,7 +298,8 @@ def _read_file(path: Path, src: SourceConfig, stats: SourceStats, in_dir: bool) 
             return
         fmt = "txt"
     yield from _read_tracked(
-        _read_one(lambda nl: _text(open_binary(path), nl), path, name, fmt, src), name, stats
+        _read_one(lambda nl: _text(open_binary(path), nl, src.encoding), path, name, fmt, src),
+        name, stats
     )
 
 
@@ -316,6 +349,8 @@ def _read_builtin(name: str, stats: SourceStats) -> Iterator[str]:
                 yield (rec.get("extract") or "") if isinstance(rec, dict) else ""
 
         yield from _read_tracked(docs(), f"builtin:{name}", stats)
+    elif name == "peoples-daily":
+        yield from _read_tracked(peoples_daily.corpus_docs(), f"builtin:{name}", stats)
     else:
         raise PretuneError(
             f"builtin:{name} is not a corpus; corpora: {', '.join('builtin:' + c for c in BUILTIN_CORPORA)}"

@@ -17,6 +17,8 @@ LOWER_IS_BETTER = {"mse", "mae", "rmse", "hamming_loss", "log_loss", "loss"}
 
 
 def default_metric(task_type: str) -> str:
+    if task_type == "token":
+        return "f1"  # entity-level micro F1, the number NER papers report
     return "r2" if task_type == "regression" else "macro_f1"
 
 
@@ -112,6 +114,34 @@ def regression_metrics(y_true: np.ndarray | list, y_pred: np.ndarray | list) -> 
     out["spearman"] = float("nan") if constant else float(stats.spearmanr(y, p)[0])
     if constant:
         out["notes"] = ["pearson/spearman undefined: constant targets or predictions"]
+    return out
+
+
+def tagging_metrics(y_true: list[list[str]], y_pred: list[list[str]]) -> dict[str, Any]:
+    """Entity-level precision / recall / F1 with seqeval in strict IOB2 mode (an entity counts
+    only with its exact span and type; micro = over all entities, macro = mean over types),
+    plus token accuracy. ``per_class`` is per entity type."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    out: dict[str, Any] = {}
+    tokens = [(t, p) for ts, ps in zip(y_true, y_pred, strict=True)
+              for t, p in zip(ts, ps, strict=True)]
+    report = classification_report(y_true, y_pred, mode="strict", scheme=IOB2,
+                                   output_dict=True, zero_division=0)
+    micro, macro = report.get("micro avg", {}), report.get("macro avg", {})
+    out["f1"] = float(micro.get("f1-score", 0.0))
+    out["precision"] = float(micro.get("precision", 0.0))
+    out["recall"] = float(micro.get("recall", 0.0))
+    out["macro_f1"] = float(macro.get("f1-score", 0.0))
+    out["token_accuracy"] = float(np.mean([t == p for t, p in tokens])) if tokens else 0.0
+    out["entities"] = int(micro.get("support", 0))
+    out["per_class"] = {
+        k: {"precision": float(v["precision"]), "recall": float(v["recall"]),
+            "f1": float(v["f1-score"]), "support": int(v["support"])}
+        for k, v in report.items() if not k.endswith(" avg")}
+    if not out["entities"]:
+        out["notes"] = ["no entities in y_true: entity scores are 0 by definition"]
     return out
 
 

@@ -16,6 +16,7 @@ import torch
 
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import format_table
+from pretune.models.overrides import quiet_transformers
 from pretune.tasks import kind_of_model_dir
 from pretune.tasks.base import Saved, TaskKind
 from pretune.train.runtime import resolve_device
@@ -26,7 +27,8 @@ def open_model_dir(model_dir: str | Path) -> tuple[TaskKind, Saved]:
     kind = kind_of_model_dir(path)
     if not any(path.glob("*.safetensors")):
         raise PretuneError(f"{path} has no .safetensors weights")
-    return kind, kind.open_saved(path)
+    with quiet_transformers():  # no per-load report / progress bar
+        return kind, kind.open_saved(path)
 
 
 def evaluate(model_dir: str, data: str, overrides: list[str] = ()) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pretune.finetune.prompt import run_prompt
 from pretune.finetune.result import FinetuneResult, Trained
 from pretune.finetune.strategies import apply_strategy, export_model
 from pretune.models.card import model_card
+from pretune.models.overrides import quiet_transformers
 from pretune.models.start import Start, resolve_start
 from pretune.tasks import get_kind
 from pretune.tasks.base import TaskKind
@@ -143,7 +144,8 @@ def save_model_dir(path: Path, write: Callable[[Path], None], card: str) -> Path
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    write(tmp)
+    with quiet_transformers():  # no "Writing model shards" bar
+        write(tmp)
     (tmp / "README.md").write_text(card)
     if path.exists():
         shutil.rmtree(path)
@@ -171,6 +173,7 @@ def _write_metrics(cfg: FinetuneConfig, kind: TaskKind, task: Any, r: FinetuneRe
     payload = {
         "task": task.name, "kind": kind.name, "type": task.type, "labels": task.labels,
         "selection_metric": metric, "majority_baseline": task.majority_baseline,
+        "task_info": getattr(task, "info", {}) or {},
         "test": r.metrics, "val": r.val_metrics,
         "timing": {"seconds": r.seconds, "steps": r.steps, "train_examples": r.train_examples,
                    "trainable_params": r.trainable_params},

@@ -26,7 +26,7 @@ def model_card(*, title: str, summary: str, facts: list[tuple[str, Any]],
     scalars = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float)
                and not isinstance(v, bool)}
     if scalars:
-        table = "\n".join(f"| {k} | {_fmt(float(v))} |" for k, v in scalars.items())
+        table = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in scalars.items())
         parts.append(f"## {metrics_title}\n\n| metric | value |\n|---|---|\n{table}")
     parts.append(f"""## Load it (no pretune needed)
 

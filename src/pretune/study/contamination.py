@@ -2,7 +2,8 @@
 
 A test example counts as contaminated when any of its word n-grams (default 13, as in the
 GPT-3 paper's overlap analysis) also occurs in the corpus. Text is lowercased and split with
-the regex ``\\w+``, so punctuation and spacing differences do not hide an overlap.
+the regex ``\\w+``, so punctuation and spacing differences do not hide an overlap; Chinese and
+Japanese characters are words of their own (their n-grams are character n-grams).
 
 Images (``image_overlap``): a test image counts when it is pixel-identical, in 8-bit, to a
 pre-training image in the same format.
@@ -17,58 +18,14 @@ polynomial rolling combination of per-word blake2b hashes, computed with numpy p
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-WORD_RE = re.compile(r"\w+")
+from pretune.data.ngrams import WordHasher, ngram_hashes, words
+
 FLAG_FRACTION = 0.01  # more than 1% of checkable test examples affected -> flag
-_MULT = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so the rolling combination mixes well
-
-
-def words(text: str) -> list[str]:
-    """Lowercased word tokens (regex ``\\w+``)."""
-    return WORD_RE.findall(text.lower())
-
-
-class _WordHasher:
-    """Stable 64-bit hash per word (blake2b, 8 bytes), cached: vocabularies are small."""
-
-    max_cache = 2_000_000  # a huge corpus has a huge tail of rare words: bound the memory
-
-    def __init__(self) -> None:
-        self.cache: dict[str, int] = {}
-
-    def __call__(self, toks: list[str]) -> np.ndarray:
-        out = np.empty(len(toks), dtype=np.uint64)
-        if len(self.cache) > self.max_cache:
-            self.cache = {}
-        cache = self.cache
-        for i, w in enumerate(toks):
-            h = cache.get(w)
-            if h is None:
-                h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
-                cache[w] = h
-            out[i] = h
-        return out
-
-
-def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
-    """64-bit hashes of every n-gram: word_hashes [L] -> [L - n + 1] (empty when L < n).
-
-    h = sum_k w[i+k] * M^(n-1-k) mod 2^64, i.e. a Horner loop over the n offsets; uint64
-    arithmetic wraps, which is the intended modulus.
-    """
-    count = len(word_hashes) - n + 1
-    if count <= 0:
-        return np.empty(0, dtype=np.uint64)
-    acc = np.zeros(count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            acc = acc * _MULT + word_hashes[k : k + count]
-    return acc
 
 
 def ngram_overlap(corpus_docs: Iterable[str], test_texts: list[str], n: int = 13,
@@ -87,7 +44,7 @@ def ngram_overlap(corpus_docs: Iterable[str], test_texts: list[str], n: int = 13
         raise ValueError(f"n must be >= 1, got {n}")
     if test_ids is not None and len(test_ids) != len(test_texts):
         raise ValueError("test_ids must have one id per test text")
-    hasher = _WordHasher()
+    hasher = WordHasher()
     # Test side: every n-gram hash with the example it came from.
     per_example: list[np.ndarray] = []
     tokens: list[list[str]] = []

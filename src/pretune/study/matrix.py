@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pretune.config import (
+    KIND_SKLEARN_PROBE,
     KIND_STRATEGIES,
     FinetuneConfig,
     MatrixConfig,
@@ -62,7 +63,7 @@ class Cell:
     budget: int | None  # None = all training examples
     budget_label: str
     seed: int
-    settings: str = ""  # hash of the start's `start_finetune` settings ("" = study defaults)
+    settings: str = ""  # hash of the cell's start_/task_finetune settings ("" = study defaults)
 
     @property
     def key(self) -> str:
@@ -154,17 +155,26 @@ def _excluded(cfg: MatrixConfig, cell: Cell) -> bool:
 
 
 def plan_cells(cfg: MatrixConfig) -> list[Cell]:
-    """The matrix, less ``exclude``d cells and strategies that do not apply to a task's kind.
+    """The matrix, less ``exclude``d cells and strategies that do not apply to a task's kind
+    (prompting and the scikit-learn probe are not for token tagging).
     Zero-shot prompting trains nothing, so it runs once per task and start."""
     cells: list[Cell] = []
-    # A start with its own fine-tuning settings gets them in its cell keys: changing them
-    # re-runs that start's cells instead of silently reusing results of the old settings.
-    tags = {s: config_hash(start_finetune(cfg, s))[:8] if s in cfg.start_finetune else ""
-            for s in cfg.starts}
-    for tname, task in task_labels(cfg).items():
+    # A start (or task) with its own fine-tuning settings gets them in its cell keys: changing
+    # them re-runs those cells instead of silently reusing results of the old settings.
+    tasks = task_labels(cfg)
+    unknown = sorted(set(cfg.task_finetune) - set(tasks))
+    if unknown:
+        raise PretuneError(f"task_finetune names {', '.join(unknown)}, which is not a task of "
+                           f"this study ({', '.join(tasks)})")
+    for tname, task in tasks.items():
+        tags = {s: config_hash(cell_finetune(cfg, s, tname))[:8]
+                if s in cfg.start_finetune or tname in cfg.task_finetune else ""
+                for s in cfg.starts}
         for start in cfg.starts:
             for si, strat in enumerate(cfg.strategies):
-                if strat.name not in KIND_STRATEGIES[task.kind]:
+                if strat.name not in KIND_STRATEGIES[task.kind] or (
+                        strat.sklearn and strat.name == "linear-probe"
+                        and task.kind not in KIND_SKLEARN_PROBE):
                     continue
                 label = strategy_label(strat)
                 if strat.name == "prompt" and not strat.few_shot:
@@ -199,10 +209,22 @@ def start_finetune(cfg: Any, start: str) -> FinetuneConfig:
         raise PretuneError(format_validation_error(e, f"study start_finetune.{start}")) from None
 
 
+def cell_finetune(cfg: Any, start: str, task: str) -> FinetuneConfig:
+    """``start_finetune(start)`` with ``task_finetune[task]`` merged over it."""
+    ft = start_finetune(cfg, start)
+    extra = getattr(cfg, "task_finetune", {}).get(task)
+    if not extra:
+        return ft
+    try:
+        return FinetuneConfig.model_validate(deep_merge(ft.model_dump(mode="json"), extra))
+    except ValidationError as e:
+        raise PretuneError(format_validation_error(e, f"study task_finetune.{task}")) from None
+
+
 def cell_config(cfg: Any, cell: Cell, setup: Setup, out: Path) -> FinetuneConfig:
-    """The fine-tuning config of one cell: the start's settings, this task, strategy, budget
-    and seed; quiet, and no model saved."""
-    ft = start_finetune(cfg, cell.start)
+    """The fine-tuning config of one cell: the start's and the task's settings, this task,
+    strategy, budget and seed; quiet, and no model saved."""
+    ft = cell_finetune(cfg, cell.start, cell.task)
     spec = setup.starts[cell.start]
     model = {"name": spec.name} | ({} if spec.overrides is None else {"overrides": spec.overrides})
     return ft.model_copy(update={
@@ -249,7 +271,8 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_cells(cfg: Any, setup: Setup, out: Path, metric: str) -> list[dict[str, Any]]:
+def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str]
+              ) -> list[dict[str, Any]]:
     """Run (or reuse) every cell; each finished cell is written atomically. Returns the rows."""
     cells_dir = out / "cells"
     cells = plan_cells(cfg)
@@ -285,6 +308,7 @@ def run_cells(cfg: Any, setup: Setup, out: Path, metric: str) -> list[dict[str, 
         row = done.as_dict()
         _atomic_write_json(path, row)
         rows.append(row)
+        metric = metrics[cell.task]
         score = row.get(metric, float("nan"))
         print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | "
               f"{cell.budget_label} | seed {cell.seed}: {row['status']} {metric}={score:.3f} "

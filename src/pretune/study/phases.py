@@ -8,10 +8,12 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoTokenizer
 
 from pretune.config import FinetuneConfig, PretrainConfig, StrategyConfig, StudyConfig
+from pretune.data.builtin import is_builtin, same_source
 from pretune.data.pipeline import prepare
 from pretune.data.shards import PackedTokens
 from pretune.errors import PretuneError
@@ -58,16 +60,55 @@ def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Ph
     return final
 
 
-def run_pretraining(cfg: StudyConfig, out: Path, phases: list[Phase]) -> tuple[dict[str, Path], dict | None, Path | None]:
-    """Prepare the corpus and (continue to) pre-train. Returns (named checkpoints, pre-training
-    curves for the report, prepared artifact dir)."""
+def task_texts(task: Any, split: Any) -> list[str]:
+    """The texts of a split of any text kind (a tagged sentence's tokens joined back)."""
+    if hasattr(split, "texts"):
+        return list(split.texts)
+    sep = "" if getattr(task, "char_level", False) else " "
+    return [sep.join(toks) for toks in split.tokens]
+
+
+def _shares_source(task_path: str, source_path: str) -> bool:
+    if is_builtin(task_path) and is_builtin(source_path):
+        return same_source(task_path, source_path)
+    a, b = Path(task_path).expanduser(), Path(source_path).expanduser()
+    return a.is_file() and b.is_file() and a.resolve() == b.resolve()
+
+
+def write_holdout(cfg: StudyConfig, out: Path, loaded: dict) -> tuple[Path | None, list[str]]:
+    """The test and validation texts of every task made from the corpus's own source (People's
+    Daily NER from People's Daily, a CSV that is also a corpus file), as the prepare step's
+    holdout file; returns it and the names of those tasks."""
+    if cfg.prepare is None:
+        return None, []
+    texts, names = [], []
+    for t in cfg.tasks:
+        if any(_shares_source(t.path, s.path) for s in cfg.prepare.sources):
+            task = loaded[task_label(t)]
+            names.append(task_label(t))
+            texts += task_texts(task, task.test) + task_texts(task, task.val)
+    if not texts:
+        return None, []
+    path = out / "holdout.jsonl"
+    body = "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in dict.fromkeys(texts))
+    if not path.is_file() or path.read_text(encoding="utf-8") != body:
+        path.write_text(body, encoding="utf-8")
+    return path, names
+
+
+def run_pretraining(cfg: StudyConfig, out: Path, phases: list[Phase], holdout: Path | None = None
+                    ) -> tuple[dict[str, Path], dict | None, Path | None]:
+    """Prepare the corpus (``holdout`` texts kept out of it) and (continue to) pre-train.
+    Returns (named checkpoints, pre-training curves for the report, prepared artifact dir)."""
     checkpoints: dict[str, Path] = {}
     prep_dir: Path | None = None
     pretrain_info: dict | None = None
     if cfg.prepare is not None:
         t0 = time.perf_counter()
         print("== prepare ==", flush=True)
-        prep_dir = prepare(cfg.prepare)
+        prep = cfg.prepare if holdout is None else cfg.prepare.model_copy(update={
+            "holdout": str(holdout), "holdout_ngram": cfg.contamination_ngram})
+        prep_dir = prepare(prep)
         meta = json.loads((prep_dir / "meta.json").read_text())
         tokens = sum(s.get("tokens", 0) for s in meta.get("splits", {}).values()) or None
         built = meta.get("stats", {}).get("wall_seconds")
@@ -128,6 +169,10 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
     rows = []
     for tname, task in loaded.items():
         task_cfg = next(t for t in cfg.tasks if task_label(t) == tname)
+        if task_cfg.kind != "text-classification":  # the scikit-learn probe is per example
+            print(f"probes: {tname} is {task_cfg.kind}; probes run on classification tasks only",
+                  flush=True)
+            continue
         for step, model_name, tok in targets:
             if (tname, step) in done:
                 rows.append(done[(tname, step)])
@@ -156,9 +201,13 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
     return rows
 
 
-def contamination_for_tasks(cfg: StudyConfig, prep_dir: Path, loaded: dict) -> list[dict]:
+def contamination_for_tasks(cfg: StudyConfig, prep_dir: Path, loaded: dict,
+                            held_out_tasks: list[str] = ()) -> list[dict]:
     """n-gram overlap between the pre-training corpus (decoded from the shards, so exactly what
-    the model saw) and each task's test split."""
+    the model saw) and each task's test split; for tasks whose texts were held out of the
+    corpus, how many corpus documents that removed."""
+    meta = json.loads((prep_dir / "meta.json").read_text())
+    held = int(meta.get("stats", {}).get("clean", {}).get("removed", {}).get("held_out", 0))
     tok = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
     packed = PackedTokens(prep_dir, "train")
     n_docs = len(packed.doc_starts) - 1
@@ -170,8 +219,9 @@ def contamination_for_tasks(cfg: StudyConfig, prep_dir: Path, loaded: dict) -> l
 
     results = []
     for tname, task in loaded.items():
-        res = ngram_overlap(corpus(), list(task.test.texts), n=cfg.contamination_ngram)
-        results.append({"task": tname, **res})
+        res = ngram_overlap(corpus(), task_texts(task, task.test), n=cfg.contamination_ngram)
+        results.append({"task": tname, **res,
+                        "held_out_docs": held if tname in held_out_tasks else None})
     return results
 
 
@@ -193,12 +243,15 @@ def _start_spec(cfg: StudyConfig, start: str, checkpoints: dict[str, Path]) -> S
 
 
 def text_setup(cfg: StudyConfig, out: Path, phases: list[Phase]) -> Setup:
-    """Prepare, pre-train, load the tasks once, probes and contamination."""
-    checkpoints, pretrain_info, prep_dir = run_pretraining(cfg, out, phases)
-    starts = {s: _start_spec(cfg, s, checkpoints) for s in cfg.starts}  # bad starts fail here
+    """Load the tasks once, prepare (their test texts held out where a task comes from the
+    corpus), pre-train, probes and contamination."""
     tasks = {task_label(t): t for t in cfg.tasks}
     loaded = {name: get_kind(t.kind).load(cfg.finetune.model_copy(update={"task": t}))
               for name, t in tasks.items()}
-    contamination = contamination_for_tasks(cfg, prep_dir, loaded) if prep_dir else None
+    holdout, held_tasks = write_holdout(cfg, out, loaded)
+    checkpoints, pretrain_info, prep_dir = run_pretraining(cfg, out, phases, holdout)
+    starts = {s: _start_spec(cfg, s, checkpoints) for s in cfg.starts}  # bad starts fail here
+    contamination = contamination_for_tasks(cfg, prep_dir, loaded, held_tasks) \
+        if prep_dir else None
     probes = run_probes(cfg, out, checkpoints, loaded, phases) if cfg.probes else None
     return Setup(starts, tasks, loaded, pretrain_info, probes, contamination)

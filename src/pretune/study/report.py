@@ -238,8 +238,8 @@ def _confusion_blocks(rows: list[dict], metric: str, tasks: list[str]) -> list[B
     return blocks
 
 
-def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline: str,
-           pretrain: dict | None,
+def _build(name: str, rows: list[dict], table: list[dict], metrics: dict[str, str],
+           baseline: str, pretrain: dict | None,
            probes: list[dict] | None, contamination: list[dict] | None, compute: list[dict],
            config_yaml: str, notes: list[str]) -> tuple[str, list[tuple[str, list[Block]]]]:
     order = {"start": _order([r["start"] for r in rows]),
@@ -247,15 +247,18 @@ def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline
     tasks = list(_order([r["task"] for r in rows]))
     corpus = (pretrain or {}).get("corpus")
     unit = (pretrain or {}).get("unit", "tokens")  # what the pre-training counts: tokens | images
-    ok = sum(1 for r in rows if r.get("status") == "ok" and r.get(metric) is not None)
-    meta = (f"Metric: {metric_name(metric)} ({metric}); baseline: {baseline}; {len(rows)} runs, "
+    ok = sum(1 for r in rows if r.get("status") == "ok" and r.get(metrics[r["task"]]) is not None)
+    used = sorted(set(metrics.values()))
+    named = f"{metric_name(used[0])} ({used[0]})" if len(used) == 1 else "; ".join(
+        f"{t}: {metric_name(m)} ({m})" for t, m in metrics.items())
+    meta = (f"Metric: {named}; baseline: {baseline}; {len(rows)} runs, "
             f"{ok} ok, {len(rows) - ok} failed or without the metric."
             + (f" Pre-training corpus: {corpus}." if corpus else ""))
-    sections: list[tuple[str, list[Block]]] = [
-        ("Verdict", [("p", meta, "meta"), *_verdict_section(rows, metric, baseline, corpus, tasks)])]
+    verdicts = [b for t in tasks for b in _verdict_section(rows, metrics[t], baseline, corpus, [t])]
+    sections: list[tuple[str, list[Block]]] = [("Verdict", [("p", meta, "meta"), *verdicts])]
     for task in tasks:
-        sections.append((f"Task: {task}", _task_section(task, rows, table, metric, baseline,
-                                                        order)))
+        sections.append((f"Task: {task}", _task_section(task, rows, table, metrics[task],
+                                                        baseline, order)))
     if pretrain or probes:
         blocks: list[Block] = []
         if pretrain:
@@ -274,7 +277,8 @@ def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline
             imgs.append(("pretrain_loss.png", plots.loss_curves(pretrain["history"], unit=unit),
                          f"pre-training loss vs {unit}"))
         if probes:
-            imgs.append(("probes.png", plots.probe_curves(probes, probes[0].get("metric", metric)),
+            imgs.append(("probes.png", plots.probe_curves(probes, probes[0].get("metric",
+                                                                                used[0])),
                          "probe score vs tokens"))
         blocks.append(("imgs", imgs))
         if probes:
@@ -282,7 +286,7 @@ def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline
                            [[str(p["task"]), Path(str(p.get("checkpoint", ""))).name,
                              _big(p.get("tokens")), _loss(p.get("score"), 4)] for p in probes], []))
         sections.append(("Pre-training and probes", blocks))
-    conf = _confusion_blocks(rows, metric, tasks)
+    conf = [b for t in tasks for b in _confusion_blocks(rows, metrics[t], [t])]
     if conf:
         sections.append(("Confusion matrices (best run per start, largest budget)", conf))
     if contamination:
@@ -293,11 +297,12 @@ def _build(name: str, rows: list[dict], table: list[dict], metric: str, baseline
         sections.append(("Compute", [("table", ["phase", unit, "wall time", "FLOPs"], body, []),
                                      ("img", "compute.png", plots.compute_bars(compute, unit),
                                       "compute per phase")]))
-    failed = [r for r in rows if r.get("status") != "ok" or r.get(metric) is None]
+    failed = [r for r in rows if r.get("status") != "ok" or r.get(metrics[r["task"]]) is None]
     sections.append(("Failed runs", [
         ("table", ["task", "start", "strategy", "labels", "seed", "status", "error"],
          [[str(r["task"]), str(r["start"]), str(r["strategy"]), _budget(r), str(r.get("seed")),
-           str(r.get("status")), str(r.get("error") or f"no '{metric}' in the results")]
+           str(r.get("status")),
+           str(r.get("error") or f"no '{metrics[r['task']]}' in the results")]
           for r in failed], ["bad"] * len(failed))
         if failed else ("p", "None: every run finished.", "")]))
     if notes:
@@ -320,31 +325,44 @@ def _contamination_section(contamination: list[dict]) -> tuple[str, list[Block]]
                        "examples"], body, cls),
             ("p", "A test image counts when it is pixel-identical to a pre-training image once "
                   "both are resized to the task's format; flagged above 1%.", "")])
+    held = any(c.get("held_out_docs") is not None for c in contamination)
     for c in contamination:
         ex = "; ".join(f"#{e['id']}: “{e['ngram']}”" for e in c.get("examples", [])[:2])
-        body.append([str(c.get("task", "")), str(c["n"]), str(c["test_examples"]),
-                     str(c["checked"]), str(c["short"]), str(c["affected"]),
-                     f"{100 * c['fraction']:.2f}%", "FLAGGED" if c["flag"] else "ok", ex])
+        row = [str(c.get("task", "")), str(c["n"]), str(c["test_examples"]),
+               str(c["checked"]), str(c["short"]), str(c["affected"]),
+               f"{100 * c['fraction']:.2f}%", "FLAGGED" if c["flag"] else "ok", ex]
+        if held:
+            docs = c.get("held_out_docs")
+            row.insert(1, "–" if docs is None else f"{docs:,}")
+        body.append(row)
         cls.append("flag" if c["flag"] else "")
+    headers = ["task", "n", "test examples", "checked", "too short", "affected",
+               "affected / checked", "flag", "examples"]
+    if held:
+        headers.insert(1, "corpus docs held out")
+    note = ("Flagged when more than 1% of checkable test examples share an n-gram with the "
+            "pre-training corpus; examples shorter than n words cannot be checked (a Chinese "
+            "character counts as a word).")
+    if held:
+        note += (" A task made from the corpus's own source has its test and validation texts "
+                 "held out: the corpus documents holding one were dropped before pre-training.")
     return ("Contamination (n-gram overlap of the corpus with test splits)", [
-        ("table", ["task", "n", "test examples", "checked", "too short", "affected",
-                   "affected / checked", "flag", "examples"], body, cls),
-        ("p", "Flagged when more than 1% of checkable test examples share an n-gram with "
-              "the pre-training corpus; examples shorter than n words cannot be checked.", "")])
+        ("table", headers, body, cls), ("p", note, "")])
 
 
 def _loss(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{float(v):.{digits}f}"
 
 
-def write_report(out_dir: Path, *, name: str, results: list[dict], metric: str,
+def write_report(out_dir: Path, *, name: str, results: list[dict], metric: str | dict[str, str],
                  pretrain: dict | None = None, probes: list[dict] | None = None,
                  contamination: list[dict] | None = None, compute: list[dict] | None = None,
                  config_yaml: str = "", notes: list[str] | None = None,
                  baseline: str = "scratch") -> dict[str, Path]:
     """Write results.csv, summary.csv, report.md (+ plots/*.png) and report.html to out_dir.
 
-    ``results``: one dict per run (see stats). ``pretrain``: {history: [{tokens, step,
+    ``results``: one dict per run (see stats). ``metric``: one for every task, or task -> metric
+    (a classification task beside a tagging one). ``pretrain``: {history: [{tokens, step,
     train_loss, val_loss}], tokens, seconds, flops, corpus}. ``probes``: [{task, checkpoint,
     tokens, score}]. ``contamination``: ngram_overlap() dicts with a ``task`` key. ``compute``:
     [{phase, tokens, seconds, flops}]. Failed runs are listed, never dropped. Returns the paths
@@ -354,11 +372,14 @@ def write_report(out_dir: Path, *, name: str, results: list[dict], metric: str,
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = list(notes or [])
     rows = normalize_budgets(results)
-    ok = [r for r in rows if r.get("status") == "ok"]
-    if ok and not any(r.get(metric) is not None for r in ok):
-        have = sorted({k for r in ok for k, v in r.items() if isinstance(v, int | float)})
-        raise PretuneError(f"study metric '{metric}' is in no result row; set `metric` to one "
-                           f"of: {', '.join(have)}")
+    tasks = list(_order([r["task"] for r in rows]))
+    metrics = dict(metric) if isinstance(metric, dict) else dict.fromkeys(tasks, metric)
+    for task in tasks:
+        ok = [r for r in rows if r.get("status") == "ok" and r["task"] == task]
+        if ok and not any(r.get(metrics[task]) is not None for r in ok):
+            have = sorted({k for r in ok for k, v in r.items() if isinstance(v, int | float)})
+            raise PretuneError(f"study metric '{metrics[task]}' is in no result row of {task}; "
+                               f"set `metric` to one of: {', '.join(have)}")
     starts = list(_order([r["start"] for r in rows]))
     if starts and baseline not in starts:
         notes.insert(0, f"Baseline '{baseline}' was not run; comparisons use '{starts[0]}'.")
@@ -367,9 +388,10 @@ def write_report(out_dir: Path, *, name: str, results: list[dict], metric: str,
              "md": out_dir / "report.md", "html": out_dir / "report.html",
              "plots": out_dir / "plots"}
     write_results_csv(paths["results"], list(results))
-    table = summary_table(rows, metric, baseline)
+    table = [t for task in tasks for t in
+             summary_table([r for r in rows if r["task"] == task], metrics[task], baseline)]
     write_summary_csv(paths["summary"], table)
-    title, sections = _build(name, rows, table, metric, baseline, pretrain, probes,
+    title, sections = _build(name, rows, table, metrics, baseline, pretrain, probes,
                              contamination, list(compute or []), config_yaml, notes)
     write_pngs(paths["plots"], sections)
     paths["md"].write_text(render_md(title, sections), encoding="utf-8")

@@ -12,14 +12,26 @@ import time
 from pathlib import Path
 
 from pretune.config import ImageStudyConfig, StudyConfig, dump_yaml
-from pretune.study.matrix import Phase, plan_cells, run_cells, start_finetune, task_label
+from pretune.study.matrix import (
+    Phase,
+    plan_cells,
+    run_cells,
+    start_finetune,
+    task_label,
+    task_labels,
+)
 from pretune.study.phases import text_setup
 from pretune.study.report import write_report
 from pretune.study.vision import image_setup
 
 
-def study_metric(cfg: StudyConfig | ImageStudyConfig) -> str:
-    return "macro_f1" if cfg.finetune.metric == "auto" else cfg.finetune.metric
+def study_metrics(cfg: StudyConfig | ImageStudyConfig) -> dict[str, str]:
+    """task -> the metric its verdicts use: ``finetune.metric``, or (auto) macro-F1 for
+    classification and entity F1 for token tagging."""
+    if cfg.finetune.metric != "auto":
+        return dict.fromkeys(task_labels(cfg), cfg.finetune.metric)
+    return {name: "f1" if t.kind == "token-classification" else "macro_f1"
+            for name, t in task_labels(cfg).items()}
 
 
 def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> Path:
@@ -39,7 +51,7 @@ def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> P
     plan_cells(cfg)  # a bad matrix (two tasks with one name) fails before any phase runs
     setup = image_setup(cfg, out, phases) if isinstance(cfg, ImageStudyConfig) \
         else text_setup(cfg, out, phases)
-    metric = study_metric(cfg)
+    metric = study_metrics(cfg)
     try:
         rows = run_cells(cfg, setup, out, metric)
     except KeyboardInterrupt:

@@ -29,13 +29,13 @@ LOWER_IS_BETTER = {"mse", "mae", "rmse", "loss", "log_loss"}
 # Metrics bounded in [-1, 1] or [0, 1]: reported in points (x100).
 POINT_METRICS = {
     "accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1", "roc_auc", "mcc", "r2",
-    "precision", "recall", "macro_precision", "macro_recall", "balanced_accuracy",
+    "precision", "recall", "macro_precision", "macro_recall", "balanced_accuracy", "token_accuracy",
 }
 METRIC_NAMES = {
     "accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1",
     "weighted_f1": "weighted-F1", "roc_auc": "ROC-AUC", "mcc": "MCC", "r2": "R²",
     "mse": "MSE", "mae": "MAE", "rmse": "RMSE", "balanced_accuracy": "balanced accuracy",
-}
+    "f1": "entity F1", "token_accuracy": "token accuracy"}
 STRATEGY_NAMES = {
     "full": "full fine-tuning", "linear-probe": "a linear probe", "partial": "partial fine-tuning",
     "gradual": "gradual unfreezing", "llrd": "layer-wise LR decay", "lora": "LoRA",

@@ -16,8 +16,10 @@ from pretune.errors import PretuneError
 from pretune.tasks.base import TASK_FILE, TaskKind
 from pretune.tasks.image_classification import ImageClassification
 from pretune.tasks.text_classification import TextClassification
+from pretune.tasks.token_classification import TokenClassification
 
-KINDS: dict[str, TaskKind] = {k.name: k for k in (TextClassification(), ImageClassification())}
+KINDS: dict[str, TaskKind] = {
+    k.name: k for k in (TextClassification(), ImageClassification(), TokenClassification())}
 
 
 def get_kind(name: str) -> TaskKind:

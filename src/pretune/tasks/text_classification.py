@@ -278,7 +278,7 @@ class TextClassification(TaskKind):
         if is_builtin(input):
             raise PretuneError(f"predict reads a CSV/JSONL/parquet file, not {input}")
         cfg = self._task_config(saved, input, overrides)
-        rows, cols = read_rows(input, cfg.format)
+        rows, cols = read_rows(input, cfg.format, cfg.encoding)
         for fld, key in ((cfg.text_field, "text_field"), (cfg.text_pair_field, "text_pair_field")):
             if fld is not None and fld not in cols:
                 raise PretuneError(f"{input} has no column '{fld}' (columns: "

@@ -62,19 +62,25 @@ class MaskingSpec:
         )
 
 
-def mask_tokens(ids: np.ndarray, spec: MaskingSpec, rng: np.random.Generator
+def mask_tokens(ids: np.ndarray, spec: MaskingSpec, rng: np.random.Generator,
+                word_starts: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """BERT masking of a (B, T) int64 block: choose ``probability`` of the non-special tokens
     (or whole words), then 80% -> [MASK], 10% -> random token, 10% unchanged.
 
+    ``word_starts`` (B, T): 1 where a token starts a word, from ``prepare``'s segmenter (Chinese
+    whole-word masking); without it words come from the vocabulary's continuation marks.
     Returns (input_ids (B, T), labels (B, T) with -100 where not chosen, masked_index (M,)
     flat indices of the chosen positions)."""
     flat = ids.reshape(-1)
     candidates = ~np.isin(flat, np.asarray(spec.special_ids, dtype=flat.dtype))
-    if spec.whole_word and spec.continuation is not None:
+    if spec.whole_word and (spec.continuation is not None or word_starts is not None):
         # A word = a start token plus the continuation tokens that follow it. Rows start a new
         # word even mid-word (blocks are cut anywhere).
-        starts = candidates & ~spec.continuation[flat]
+        if word_starts is not None:
+            starts = candidates & (word_starts.reshape(-1) > 0)
+        else:
+            starts = candidates & ~spec.continuation[flat]
         starts[:: ids.shape[1]] |= candidates[:: ids.shape[1]]
         word = np.cumsum(starts) - 1  # (B*T,) word index of each token
         n_words = int(word.max()) + 1 if word.size else 0
@@ -115,10 +121,13 @@ class BlockBatches(EpochCursor):
         rank: int = 0,
         world_size: int = 1,
         name: str = "train",
+        word_starts: np.ndarray | None = None,
     ) -> None:
         if objective == "mlm" and (masking is None or cls_id is None):
             raise ValueError("mlm batches need a MaskingSpec and the [CLS] id")
         self.tokens = tokens
+        # per-token word-start flags for whole-word masking (only read when masking.whole_word)
+        self.word_starts = word_starts if masking is not None and masking.whole_word else None
         self.objective = objective
         self.seq_len, self.batch_size = seq_len, batch_size
         self.masking, self.cls_id = masking, cls_id
@@ -167,7 +176,11 @@ class BlockBatches(EpochCursor):
             return {"input_ids": torch.from_numpy(ids)}
         ids = np.concatenate([np.full((len(blocks), 1), self.cls_id, dtype=np.int64), ids], 1)
         rng = np.random.default_rng([self.seed, epoch, index, self.rank, 7])
-        inputs, labels, index_flat = mask_tokens(ids, self.masking, rng)
+        starts = None
+        if self.word_starts is not None:  # [CLS] starts a word of its own
+            starts = np.concatenate([np.ones((len(blocks), 1), np.uint8),
+                                     np.asarray(self.word_starts[offsets])], 1)
+        inputs, labels, index_flat = mask_tokens(ids, self.masking, rng, starts)
         return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
                 "masked_index": torch.from_numpy(index_flat.astype(np.int64))}
 

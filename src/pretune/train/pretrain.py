@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from pretune.config import PrepareConfig, PretrainConfig, dump_yaml
+from pretune.data.cjk import has_cjk
 from pretune.data.pipeline import prepare
 from pretune.data.shards import PackedTokens
 from pretune.errors import PretuneError
@@ -110,13 +112,20 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
         masking = MaskingSpec.from_tokenizer(tokenizer, cfg.mlm_probability, cfg.whole_word_mask)
         cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     common = dict(masking=masking, cls_id=cls_id, seed=cfg.train.seed)
+    if masking is not None and masking.whole_word and train_tokens.word_starts is None \
+            and has_cjk(tokenizer.decode(train_tokens.tokens[:2000].tolist())):
+        print("note: whole_word_mask on Chinese text whose artifact has no word boundaries masks "
+              "single characters; prepare it with word_boundaries=auto for whole-word masking",
+              file=sys.stderr)
     batches = BlockBatches(train_tokens.tokens, objective, cfg.seq_len, cfg.train.batch_size,
-                           rank=rank, world_size=world, **common)
+                           rank=rank, world_size=world, word_starts=train_tokens.word_starts,
+                           **common)
     loss_fn = loss_for(objective)
     val: list[dict] = []
     if len(val_tokens) >= cfg.seq_len * cfg.train.batch_size:
         val = BlockBatches(val_tokens.tokens, objective, cfg.seq_len, cfg.train.batch_size,
-                           shuffle=False, name="val", **common).fixed(cfg.val_batches)
+                           shuffle=False, name="val", word_starts=val_tokens.word_starts,
+                           **common).fixed(cfg.val_batches)
     last: dict[str, float | None] = {"val_loss": None}
 
     def evaluate(m: nn.Module) -> dict[str, float]:
