@@ -12,7 +12,7 @@ import numpy as np
 
 from pretune.data.cjk import CJK_CHARS
 
-WORD_RE = re.compile(f"[{CJK_CHARS}]|\\w+")  # a CJK character is a word of its own
+WORD_RE = re.compile(f"[{CJK_CHARS}]|[^\\W{CJK_CHARS}]+")  # a CJK character is a word of its own
 _MULT = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so the rolling combination mixes well
 
 

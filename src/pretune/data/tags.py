@@ -24,13 +24,13 @@ import numpy as np
 from pretune.config import TagTaskConfig, config_hash
 from pretune.data import peoples_daily
 from pretune.data.builtin import builtin_path, is_builtin
-from pretune.data.cjk import CJK_CHAR, has_cjk
+from pretune.data.cjk import CJK_CHAR, CJK_CHARS, has_cjk
 from pretune.data.rows import COMPRESSIONS, decode_error, open_text
 from pretune.errors import PretuneError
 
 BUILTIN_TAG_TASKS = ("wnut16", "peoples-daily-ner")
 _BIO = re.compile(r"^(O|[BI]-.+)$")
-_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_WORD = re.compile(f"[{CJK_CHARS}]|[^\\W{CJK_CHARS}]+|[^\\w\\s]")  # CJK: a char each
 
 
 @dataclass
