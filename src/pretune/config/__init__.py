@@ -25,6 +25,8 @@ from pretune.config.tasks import (
     IMAGE_STRATEGIES,
     KIND_SKLEARN_PROBE,
     KIND_STRATEGIES,
+    DecodeConfig,
+    GenTaskConfig,
     ImageAugmentConfig,
     ImageDataConfig,
     TagTaskConfig,
@@ -42,7 +44,7 @@ from pretune.config.train import (
 
 __all__ = [
     "IMAGE_STRATEGIES", "KIND_SKLEARN_PROBE", "KIND_STRATEGIES", "TASK_KINDS", "AugmentConfig", "CleanConfig",
-    "FinetuneConfig", "ImageAugmentConfig", "ImageDataConfig", "ImagePretrainConfig",
+    "DecodeConfig", "FinetuneConfig", "GenTaskConfig", "ImageAugmentConfig", "ImageDataConfig", "ImagePretrainConfig",
     "ImageStudyConfig", "LoopConfig", "MatrixConfig", "ModelConfig", "OptimConfig", "ParamSpec",
     "PrepareConfig", "PretrainConfig", "Section", "SourceConfig", "StrategyConfig",
     "StudyConfig", "SweepConfig", "TagTaskConfig", "TaskConfig", "TokenizerConfig", "apply_overrides",

@@ -20,7 +20,7 @@ from pretune.errors import PretuneError
 
 # The task kinds, in the order the docs list them (each is one module under pretune.tasks); a
 # task config is tagged with its kind, and a tagged union puts the tag in error locations.
-TASK_KINDS = ("text-classification", "image-classification", "token-classification")
+TASK_KINDS = ("text-classification", "image-classification", "token-classification", "generation")
 
 
 class Section(BaseModel):

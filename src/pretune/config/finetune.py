@@ -15,6 +15,7 @@ from pretune.config.base import Section, deep_merge
 from pretune.config.tasks import (
     KIND_SKLEARN_PROBE,
     KIND_STRATEGIES,
+    GenTaskConfig,
     ImageAugmentConfig,
     ImageDataConfig,
     TagTaskConfig,
@@ -24,7 +25,7 @@ from pretune.config.tasks import (
 )
 from pretune.config.train import LoopConfig, ModelConfig, OptimConfig
 
-TaskSpec = Annotated[TaskConfig | ImageDataConfig | TagTaskConfig,
+TaskSpec = Annotated[TaskConfig | ImageDataConfig | TagTaskConfig | GenTaskConfig,
                      Field(discriminator="kind")]
 
 
@@ -65,6 +66,12 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
         "augment": {"shift": 2},
         "optim": {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 1e-4, "schedule": "cosine"},
         "train": {"epochs": 20, "batch_size": 32},
+    },
+    "generation": {
+        "name": "generate-finetune",
+        "model": {"name": "builtin:smollm2"},
+        "optim": {"lr": 1e-4},
+        "train": {"epochs": 2, "batch_size": 8},
     },
 }
 
@@ -112,6 +119,10 @@ class FinetuneConfig(Section):
                 and kind not in KIND_SKLEARN_PROBE:
             raise ValueError(f"strategy.sklearn (the scikit-learn probe) is not available for "
                              f"{kind} tasks; use strategy.sklearn=false (the loop's linear probe)")
+        if kind == "generation" and (self.augment.token_mask_prob or
+                                     self.augment.token_delete_prob):
+            raise ValueError("augment.token_mask_prob / token_delete_prob would corrupt the "
+                             "targets; generation tasks take no token augmentation")
         if kind == "token-classification" and self.augment.token_delete_prob:
             raise ValueError("augment.token_delete_prob would shift tokens against their tags; "
                              "token classification takes augment.token_mask_prob only")

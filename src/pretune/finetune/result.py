@@ -22,6 +22,7 @@ class Trained:
     # writes the model's Hugging Face files into an empty directory (None: nothing to save)
     export: Callable[[Path], None] | None = None
     auto_class: str | None = None  # the transformers class that loads it, when not the kind's
+    pipeline_tag: str | None = None  # the pipeline it serves, when not the kind's
 
 
 @dataclass

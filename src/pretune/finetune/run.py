@@ -69,8 +69,11 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: Any | None =
                            "task.test_fraction > 0")
     device = resolve_device(cfg.train.device)
     metric = selection_metric(cfg, kind, task)
-    if cfg.strategy.name == "prompt":  # text classification only (config.KIND_STRATEGIES)
+    if cfg.strategy.name == "prompt" and kind.name == "text-classification":
         trained = run_prompt(cfg, task, start, out, device, metric)
+    elif cfg.strategy.name == "prompt":  # the kind prompts by itself (generation)
+        test_out, params = kind.prompt_outputs(cfg, task, start, device)
+        trained = Trained(test_out, None, params)
     elif cfg.strategy.name == "linear-probe" and cfg.strategy.sklearn:
         test_out, val_out, fitted = run_probe(kind, cfg, task, start, device, features_cache)
         trained = Trained(test_out, val_out, fitted)  # no HF head to save: it is scikit-learn
@@ -83,7 +86,8 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: Any | None =
                             trained.trainable_params, trained.steps, trained.stopped_reason)
     if cfg.save_model and trained.export is not None:
         save_model_dir(out / "model", trained.export,
-                       _card(cfg, kind, task, test_m, trained.auto_class or kind.auto_class))
+                       _card(cfg, kind, task, test_m, trained.auto_class or kind.auto_class,
+                             trained.pipeline_tag or kind.pipeline_tag))
     _write_metrics(cfg, kind, task, result, metric)
     if cfg.train.progress:
         print(f"{task.name} | {cfg.model.name} | {cfg.strategy.name} | {len(task.train)} train "
@@ -106,7 +110,7 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
     evaluation = None
     if val_inputs is not None:
         def evaluate(model: torch.nn.Module) -> dict[str, float]:
-            outputs = kind.outputs(model, val_inputs, task, batch_size, device)
+            outputs = kind.val_outputs(model, val_inputs, task, batch_size, device, metric)
             return kind.val_metrics(task, task.val, outputs)
 
         evaluation = Evaluation(evaluate, metric=metric, mode=metric_mode(metric),
@@ -130,8 +134,9 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
     def export(path: Path) -> None:
         kind.save(export_model(model), loaded.processor, path, cfg, task)
 
+    auto_class, pipeline_tag = kind.export_classes(model)
     return Trained(test_out, val_out, plan.trainable_params, int(result.steps),
-                   result.stopped_reason, export)
+                   result.stopped_reason, export, auto_class, pipeline_tag)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -154,14 +159,14 @@ def save_model_dir(path: Path, write: Callable[[Path], None], card: str) -> Path
 
 
 def _card(cfg: FinetuneConfig, kind: TaskKind, task: Any, test_metrics: dict[str, Any],
-          auto_class: str) -> str:
+          auto_class: str, pipeline_tag: str) -> str:
     words = kind.example_word
     facts = [*kind.card_facts(cfg, task), ("strategy", f"`{cfg.strategy.name}`"),
              (f"training {words}", f"{len(task.train)} (budget {task.budget or 'all'}, "
                                    f"seed {cfg.train.seed})"),
              (f"test {words}", len(task.test))]
     return model_card(
-        title=cfg.name, pipeline_tag=kind.pipeline_tag, auto_class=auto_class,
+        title=cfg.name, pipeline_tag=pipeline_tag, auto_class=auto_class,
         processor_class=kind.processor_class, facts=facts, metrics=test_metrics,
         summary=f"Fine-tuned with [pretune](https://example.invalid/pretune) from "
                 f"`{cfg.model.name}`.",

@@ -147,7 +147,9 @@ def _lora(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig, peft_task_t
     from peft import LoraConfig, TaskType, get_peft_model  # peft is slow to import
 
     targets = cfg.lora_targets or list(Backbone(model).lora_targets())
-    heads = _head_module_names(model)
+    # A new task head trains beside the adapter; a language model's head is the (tied) LM head
+    # the adapter is there to leave alone.
+    heads = None if peft_task_type in ("CAUSAL_LM", "SEQ_2_SEQ_LM") else _head_module_names(model)
     lcfg = LoraConfig(
         task_type=TaskType[peft_task_type], r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout, target_modules=targets,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
 )
 
 from pretune.errors import PretuneError
@@ -20,7 +21,7 @@ from pretune.errors import PretuneError
 
 @dataclass(frozen=True)
 class Arch:
-    family: Literal["bert", "gpt"]
+    family: Literal["bert", "gpt", "t5"]
     layers: int
     hidden: int
     heads: int
@@ -36,7 +37,12 @@ ARCHS: dict[str, Arch] = {
     "gpt-tiny": Arch("gpt", 2, 128, 2, 512),
     "gpt-mini": Arch("gpt", 4, 256, 4, 1024),
     "gpt-small": Arch("gpt", 12, 768, 12, 3072),  # GPT-2 124M
+    # encoder-decoders for generation (layers each side; random init, fine-tuned directly)
+    "t5-tiny": Arch("t5", 2, 128, 2, 512),
+    "t5-mini": Arch("t5", 4, 256, 4, 1024),
 }
+Objective = Literal["mlm", "clm", "seq2seq"]
+FAMILY_OBJECTIVE: dict[str, Objective] = {"bert": "mlm", "gpt": "clm", "t5": "seq2seq"}
 
 
 @dataclass(frozen=True)
@@ -68,16 +74,20 @@ IMAGE_ARCHS: dict[str, ResNetArch | ViTArch] = {
 }
 
 
-def objective_for(model_or_config: Any) -> Literal["mlm", "clm"]:
-    """"mlm" for encoders (BERT family), "clm" for decoders (GPT family). Takes a model, an HF
-    config, or a config.json mapping."""
+def objective_for(model_or_config: Any) -> Objective:
+    """"mlm" for encoders (BERT family), "clm" for decoders (GPT family), "seq2seq" for
+    encoder-decoders (T5, BART, Marian). Takes a model, an HF config, or a config.json
+    mapping."""
     config = getattr(model_or_config, "config", model_or_config)
     get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
     model_type = get("model_type")
+    if get("is_encoder_decoder", False) or model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        return "seq2seq"
     if get("is_decoder", False):
         return "clm"
     if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return "mlm"
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "clm"
-    raise PretuneError(f"model type '{model_type}' supports neither masked nor causal LM")
+    raise PretuneError(f"model type '{model_type}' supports neither masked, causal nor "
+                       "sequence-to-sequence LM")

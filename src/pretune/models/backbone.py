@@ -74,6 +74,8 @@ class Backbone:
     def layers(self) -> list[nn.Module]:
         """Transformer blocks, bottom to top."""
         enc = self.encoder
+        if getattr(self.config, "is_encoder_decoder", False):  # T5 / BART: encoder, then decoder
+            return [*_blocks(self.hf.get_encoder()), *_blocks(self.hf.get_decoder())]
         if hasattr(enc, "encoder") and hasattr(enc.encoder, "layer"):  # BERT family
             return list(enc.encoder.layer)
         if hasattr(enc, "h"):  # GPT-2
@@ -151,6 +153,14 @@ class Backbone:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return pool(hidden, attention_mask, pooling or self.pooling)
+
+
+def _blocks(stack: nn.Module) -> list[nn.Module]:
+    """The blocks of one side of an encoder-decoder (T5 ``block``, BART ``layers``)."""
+    for name in ("block", "layers", "layer"):
+        if isinstance(getattr(stack, name, None), nn.ModuleList):
+            return list(getattr(stack, name))
+    raise ValueError(f"cannot find the blocks of {type(stack).__name__}")
 
 
 def pool(hidden: Tensor, attention_mask: Tensor, pooling: Pooling) -> Tensor:

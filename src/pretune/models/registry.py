@@ -19,6 +19,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -27,10 +28,12 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    T5Config,
 )
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
 )
@@ -44,12 +47,13 @@ from pretune.models.start import Start, resolve_start
 
 log = logging.getLogger(__name__)
 
-Head = Literal["mlm", "clm", "classify", "token", "base"]
+Head = Literal["mlm", "clm", "seq2seq", "classify", "token", "base"]
 
 
 _AUTO = {
     "mlm": AutoModelForMaskedLM,
     "clm": AutoModelForCausalLM,
+    "seq2seq": AutoModelForSeq2SeqLM,
     "classify": AutoModelForSequenceClassification,
     "token": AutoModelForTokenClassification,
     "base": AutoModel,
@@ -57,6 +61,7 @@ _AUTO = {
 _SUPPORTED = {
     "mlm": MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     "clm": MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    "seq2seq": MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
     "classify": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     "token": MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
 }
@@ -77,6 +82,14 @@ def build_config(
             num_attention_heads=a.heads, intermediate_size=a.intermediate,
             max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id or 0,
         )
+    elif a.family == "t5":
+        eos, pad = _eos_pad(tokenizer, name)
+        config = T5Config(
+            vocab_size=vocab, d_model=a.hidden, d_kv=a.hidden // a.heads, d_ff=a.intermediate,
+            num_layers=a.layers, num_decoder_layers=a.layers, num_heads=a.heads,
+            feed_forward_proj="gated-gelu", tie_word_embeddings=False, eos_token_id=eos,
+            pad_token_id=pad, decoder_start_token_id=pad,
+        )
     else:
         eos = tokenizer.eos_token_id
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
@@ -88,13 +101,23 @@ def build_config(
         )
     apply_overrides(config, dict(overrides or {}), name)
     set_dropout(config, dropout)
-    if config.hidden_size % config.num_attention_heads:
+    if a.family != "t5" and config.hidden_size % config.num_attention_heads:
         raise PretuneError(
             f"model.overrides: hidden_size {config.hidden_size} is not divisible by "
             f"num_attention_heads {config.num_attention_heads}"
         )
     config._attn_implementation = "sdpa"
     return config
+
+
+def _eos_pad(tokenizer: PreTrainedTokenizerBase, name: str) -> tuple[int, int]:
+    """End-of-sequence and padding ids for a generator (pad falls back to eos)."""
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if eos is None:
+        raise PretuneError(f"{name} generates text and needs a tokenizer with an end-of-sequence "
+                           "token (eos_token or sep_token); use a GPT-style or BERT-style one")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return int(eos), int(pad)
 
 
 def _has_safetensors(path: Path) -> bool:
@@ -137,11 +160,10 @@ def load_model(
             )
         config = build_config(start.arch, tokenizer, spec.overrides, spec.dropout)
         family = start.family
-        if (head == "mlm" and family == "gpt") or (head == "clm" and family == "bert"):
-            raise PretuneError(
-                f"model.name={spec.name} is {'a decoder' if family == 'gpt' else 'an encoder'}; "
-                f"it cannot train objective '{head}' (use {'clm' if family == 'gpt' else 'mlm'})"
-            )
+        if head in ("mlm", "clm", "seq2seq") and head != start.objective:
+            what = {"gpt": "a decoder", "bert": "an encoder", "t5": "an encoder-decoder"}[family]
+            raise PretuneError(f"model.name={spec.name} is {what}; it cannot train objective "
+                               f"'{head}' (use {start.objective})")
         for key, value in extra.items():
             setattr(config, key, value)
         model = _AUTO[head].from_config(config, dtype=torch.float32)

@@ -17,7 +17,8 @@ from typing import Literal
 
 from pretune.data.builtin import builtin_path
 from pretune.errors import PretuneError
-from pretune.models.archs import ARCHS, IMAGE_ARCHS, objective_for
+from pretune.models.archs import ARCHS, FAMILY_OBJECTIVE, IMAGE_ARCHS, Objective, objective_for
+from pretune.models.gguf import converted_dir, is_gguf_builtin
 
 Modality = Literal["text", "image"]
 _MLM_HEAD_KEYS = ("cls.predictions", "lm_head", "vocab_projector", "generator_lm_head",
@@ -36,7 +37,7 @@ class Start:
     path: Path | None = None  # checkpoint directory
     model_type: str | None = None  # HF model_type of a checkpoint
     architectures: tuple[str, ...] = ()
-    objective: Literal["mlm", "clm"] | None = None  # the LM family of a text model
+    objective: Objective | None = None  # the LM family of a text model
     has_mlm_head: bool = False  # trained MLM-head weights in the checkpoint
     has_pooler: bool = False  # trained pooler weights (BERT's [CLS] dense + tanh)
     tokenizer_dir: Path | None = None  # the checkpoint's own tokenizer
@@ -67,7 +68,8 @@ class Start:
 
 
 def _names() -> str:
-    return ", ".join([*ARCHS, *IMAGE_ARCHS, "hf:<dir>", "builtin:minilm", "<checkpoint dir>"])
+    return ", ".join([*ARCHS, *IMAGE_ARCHS, "hf:<dir>", "builtin:minilm",
+                      "builtin:smollm2", "<checkpoint dir>"])
 
 
 def _weight_keys(path: Path) -> list[str]:
@@ -106,12 +108,12 @@ def _from_dir(name: str, path: Path) -> Start:
 def resolve_start(name: str) -> Start:
     """The one place a ``model.name`` is turned into a model source; errors name the fix."""
     if name in ARCHS:
-        return Start(name, "text", arch=name, objective="clm" if ARCHS[name].family == "gpt"
-                     else "mlm")
+        return Start(name, "text", arch=name, objective=FAMILY_OBJECTIVE[ARCHS[name].family])
     if name in IMAGE_ARCHS:
         return Start(name, "image", arch=name)
     if name.startswith("builtin:"):
-        return _from_dir(name, builtin_path(name))
+        path = converted_dir(name) if is_gguf_builtin(name) else builtin_path(name)
+        return _from_dir(name, path)
     path = Path(name.removeprefix("hf:")).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from pretune.errors import PretuneError
 from pretune.tasks.base import TASK_FILE, TaskKind
+from pretune.tasks.generation import Generation
 from pretune.tasks.image_classification import ImageClassification
 from pretune.tasks.text_classification import TextClassification
 from pretune.tasks.token_classification import TokenClassification
 
 KINDS: dict[str, TaskKind] = {
-    k.name: k for k in (TextClassification(), ImageClassification(), TokenClassification())}
+    k.name: k for k in (TextClassification(), ImageClassification(), TokenClassification(),
+                        Generation())}
 
 
 def get_kind(name: str) -> TaskKind:
@@ -31,6 +33,8 @@ def get_kind(name: str) -> TaskKind:
 
 # transformers class-name suffix of a saved model -> the kind that reads it
 _BY_ARCHITECTURE = {kind.auto_class.removeprefix("AutoModel"): kind for kind in KINDS.values()}
+_BY_ARCHITECTURE["ForConditionalGeneration"] = KINDS["generation"]  # T5, BART
+_BY_ARCHITECTURE["MTModel"] = KINDS["generation"]  # Marian
 
 
 def kind_of_model_dir(path: Path) -> TaskKind:

@@ -169,6 +169,18 @@ class TaskKind:
                 device: torch.device) -> np.ndarray:
         raise NotImplementedError
 
+    def val_outputs(self, model: nn.Module, inputs: Any, task: Any, batch_size: int,
+                    device: torch.device, metric: str) -> np.ndarray:
+        """Outputs on the validation split during training (a kind may skip work the
+        selection ``metric`` does not need)."""
+        return self.outputs(model, inputs, task, batch_size, device)
+
+    def prompt_outputs(self, cfg: FinetuneConfig, task: Any, start: Start,
+                       device: torch.device) -> tuple[np.ndarray, int]:
+        """``strategy.name=prompt`` for kinds that prompt by themselves: (test outputs,
+        trainable parameters). Text classification prompts in ``pretune.finetune.prompt``."""
+        raise PretuneError(f"strategy.name=prompt is not available for {self.name} tasks")
+
     def notes(self, model: nn.Module, cfg: FinetuneConfig, start: Start) -> list[str]:
         """One-line warnings about this model for this run (printed before training)."""
         return []
@@ -200,6 +212,10 @@ class TaskKind:
 
     def card_facts(self, cfg: FinetuneConfig, task: Any) -> list[tuple[str, Any]]:
         return []
+
+    def export_classes(self, model: nn.Module) -> tuple[str, str]:
+        """(transformers auto class, pipeline tag) of the saved model."""
+        return self.auto_class, self.pipeline_tag
 
     # ------------------------------------------------------------------ saved models
 

@@ -98,9 +98,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
 
     torch.manual_seed(cfg.train.seed)  # model init
     objective = start.objective if cfg.objective == "auto" else cfg.objective
-    if objective is None:
-        raise PretuneError(f"model.name={cfg.model.name} ({start.model_type}) supports neither "
-                           "masked nor causal LM; choose an encoder or decoder checkpoint")
+    if objective is None or objective == "seq2seq":
+        raise PretuneError(f"model.name={cfg.model.name} ({start.model_type or start.arch}) "
+                           "is not pre-trained by pretune (masked or causal LM only); choose an "
+                           "encoder (bert-*) or a decoder (gpt-*), or fine-tune it directly")
     model = load_model(cfg.model, objective, tokenizer, start=start)
     if cfg.seq_len > model.config.max_position_embeddings:
         raise PretuneError(
