@@ -59,7 +59,8 @@ def finetune(*args: str, overwrite: bool = False) -> None:
     ARGS: an optional YAML file (its `finetune:` section if it has one), then key=value
     overrides of FinetuneConfig, e.g. `pretune finetune model.name=builtin:minilm
     task.path=builtin:rotten-tomatoes strategy.name=lora`. The task kind is `task.kind`
-    (text-classification, image-classification), inferred from the data when omitted.
+    (text-classification, token-classification, image-classification, generation), inferred
+    from the data when omitted.
     Output: runs/<name>/ (model dir, metrics.json).
     """
     from pretune.config import FinetuneConfig, load_config

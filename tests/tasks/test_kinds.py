@@ -39,7 +39,7 @@ def test_unknown_kind_names_the_kinds():
         get_kind("poetry")
 
 
-def test_a_model_dir_tells_its_kind(tmp_path, tiny_bert, wordpiece_dir):
+def test_a_model_dir_tells_its_kind(tmp_path, tiny_bert, tiny_gpt, wordpiece_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(wordpiece_dir)
@@ -48,6 +48,9 @@ def test_a_model_dir_tells_its_kind(tmp_path, tiny_bert, wordpiece_dir):
     assert kind_of_model_dir(text).name == "text-classification"  # by architecture
     (text / TASK_FILE).write_text(json.dumps({"kind": "text-classification"}))
     assert kind_of_model_dir(text).name == "text-classification"  # by pretune's info file
+    gpt = tmp_path / "gpt"
+    load_model(tiny_gpt, "clm", tok).save_pretrained(gpt)  # a causal LM: generation
+    assert kind_of_model_dir(gpt).name == "generation"
     torch.manual_seed(0)
     image = save_image_model(build_image_model("resnet-tiny", 3, 16, 1), tmp_path / "img", 16, 1)
     assert kind_of_model_dir(image).name == "image-classification"

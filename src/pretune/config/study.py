@@ -13,6 +13,7 @@ from pretune.config.data import PrepareConfig
 from pretune.config.finetune import FinetuneConfig, StrategyConfig
 from pretune.config.tasks import (
     IMAGE_STRATEGIES,
+    GenTaskConfig,
     ImageDataConfig,
     TagTaskConfig,
     TaskConfig,
@@ -23,7 +24,7 @@ from pretune.config.train import ImagePretrainConfig, PretrainConfig
 from pretune.errors import PretuneError
 
 # A text study's tasks: classification and token tagging may sit side by side.
-TextTaskSpec = Annotated[TaskConfig | TagTaskConfig, Field(discriminator="kind")]
+TextTaskSpec = Annotated[TaskConfig | TagTaskConfig | GenTaskConfig, Field(discriminator="kind")]
 
 
 class MatrixConfig(Section):
@@ -69,9 +70,10 @@ class StudyConfig(MatrixConfig):
             tasks = [with_kind(t) for t in paths_shorthand(data["tasks"]) or []]
             for i, t in enumerate(tasks):
                 kind = t.get("kind") if isinstance(t, dict) else getattr(t, "kind", "")
+                where = t.get('path') if isinstance(t, dict) else t.path
                 if modality_of(str(kind)) == "image":
-                    raise ValueError(f"tasks.{i} ({t.get('path') if isinstance(t, dict) else t.path}) "
-                                     "is an image task; image studies say `modality: image`")
+                    raise ValueError(f"tasks.{i} ({where}) is an image task; image studies say "
+                                     "`modality: image`")
             data["tasks"] = tasks
         return data
 

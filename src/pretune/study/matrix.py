@@ -91,13 +91,16 @@ class Row:
     metrics: dict[str, float | int | str] = field(default_factory=dict)
     confusion: list[list[int]] | None = None
     labels: list[str] | None = None
+    examples: list[dict[str, str]] | None = None  # generation: the first test outputs
 
     def as_dict(self) -> dict[str, Any]:
         row = {k: v for k, v in asdict(self).items() if k not in ("metrics", "confusion",
-                                                                   "labels")}
+                                                                   "labels", "examples")}
         row.update(self.metrics)
         if self.confusion is not None:
             row["confusion"], row["labels"] = self.confusion, self.labels
+        if self.examples is not None:
+            row["examples"] = self.examples
         return row
 
 
@@ -247,7 +250,8 @@ def result_row(cell: Cell, result: FinetuneResult, labels: list[str]) -> Row:
                cell.budget_label, cell.seed, seconds=round(result.seconds, 2),
                train_examples=result.train_examples, trainable_params=result.trainable_params,
                metrics={k: v for k, v in m.items() if isinstance(v, int | float | str)},
-               confusion=confusion, labels=labels if confusion is not None else None)
+               confusion=confusion, labels=labels if confusion is not None else None,
+               examples=m.get("examples"))
 
 
 def _failed(cell: Cell, error: str, t0: float) -> Row:

@@ -61,9 +61,13 @@ def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Ph
 
 
 def task_texts(task: Any, split: Any) -> list[str]:
-    """The texts of a split of any text kind (a tagged sentence's tokens joined back)."""
+    """The texts of a split of any text kind (a tagged sentence's tokens joined back; a
+    generation example's input, or its chat turns)."""
     if hasattr(split, "texts"):
         return list(split.texts)
+    if hasattr(split, "sources"):
+        return [s if isinstance(s, str) else "\n".join(m["content"] for m in s)
+                for s in split.sources]
     sep = "" if getattr(task, "char_level", False) else " "
     return [sep.join(toks) for toks in split.tokens]
 

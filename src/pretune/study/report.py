@@ -36,7 +36,7 @@ RESULT_COLUMNS = [
     "task", "start", "strategy", "budget", "budget_label", "seed", "status", "error", "seconds",
     "train_examples", "trainable_params",
 ]
-LIST_COLUMNS = ["labels", "confusion"]
+LIST_COLUMNS = ["labels", "confusion", "examples"]
 
 # --------------------------------------------------------------------------- formatting
 
@@ -238,6 +238,30 @@ def _confusion_blocks(rows: list[dict], metric: str, tasks: list[str]) -> list[B
     return blocks
 
 
+def _examples_blocks(rows: list[dict], metric: str, task: str) -> list[Block]:
+    """Generation: the same test inputs, the reference and each start x strategy's output (its
+    best run at its largest budget), side by side."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    have = [r for r in rows if r["task"] == task and r.get("status") == "ok"
+            and _maybe_json(r.get("examples")) and r.get(metric) is not None]
+    if not have:
+        return []
+    runs = []
+    for key in _order([f"{r['start']} · {r['strategy']}" for r in have]):
+        cands = [r for r in have if f"{r['start']} · {r['strategy']}" == key]
+        top = max(r["budget"] for r in cands)
+        best = max((r for r in cands if r["budget"] == top), key=lambda r: sign * float(r[metric]))
+        labels = best["budget_label"] if best["budget_label"] == "zero-shot" else _budget(best)
+        runs.append((f"{key} ({labels})", _maybe_json(best["examples"])))
+    first = runs[0][1]
+    body = [[str(ex["input"]), str(ex["target"]),
+             *(str(r[i]["generated"]) if i < len(r) else "–" for _, r in runs)]
+            for i, ex in enumerate(first)]
+    return [("h3", f"{task}: example generations (best run per start and strategy, largest "
+                   "budget; the first test inputs)"),
+            ("table", ["input", "reference", *(name for name, _ in runs)], body, [])]
+
+
 def _build(name: str, rows: list[dict], table: list[dict], metrics: dict[str, str],
            baseline: str, pretrain: dict | None,
            probes: list[dict] | None, contamination: list[dict] | None, compute: list[dict],
@@ -286,6 +310,9 @@ def _build(name: str, rows: list[dict], table: list[dict], metrics: dict[str, st
                            [[str(p["task"]), Path(str(p.get("checkpoint", ""))).name,
                              _big(p.get("tokens")), _loss(p.get("score"), 4)] for p in probes], []))
         sections.append(("Pre-training and probes", blocks))
+    examples = [b for t in tasks for b in _examples_blocks(rows, metrics[t], t)]
+    if examples:
+        sections.append(("Example generations", examples))
     conf = [b for t in tasks for b in _confusion_blocks(rows, metrics[t], [t])]
     if conf:
         sections.append(("Confusion matrices (best run per start, largest budget)", conf))

@@ -24,14 +24,15 @@ from pretune.study.phases import text_setup
 from pretune.study.report import write_report
 from pretune.study.vision import image_setup
 
+AUTO_METRIC = {"token-classification": "f1", "generation": "rougeL"}
+
 
 def study_metrics(cfg: StudyConfig | ImageStudyConfig) -> dict[str, str]:
     """task -> the metric its verdicts use: ``finetune.metric``, or (auto) macro-F1 for
-    classification and entity F1 for token tagging."""
+    classification, entity F1 for token tagging and ROUGE-L for generation."""
     if cfg.finetune.metric != "auto":
         return dict.fromkeys(task_labels(cfg), cfg.finetune.metric)
-    return {name: "f1" if t.kind == "token-classification" else "macro_f1"
-            for name, t in task_labels(cfg).items()}
+    return {name: AUTO_METRIC.get(t.kind, "macro_f1") for name, t in task_labels(cfg).items()}
 
 
 def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> Path:

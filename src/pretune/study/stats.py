@@ -4,7 +4,6 @@ Rows are the study's per-run result dicts (``task``, ``start``, ``strategy``, ``
 ``budget_label``, ``seed``, ``status``, metric keys...). The design is paired: for one
 task/strategy/budget/seed every start sees the same training subsample and the same test
 split, so starts are compared through per-seed differences, not two independent samples.
-
 Only numpy and scipy: everything here is small (a handful of seeds per cell).
 """
 
@@ -25,17 +24,18 @@ EXACT_MAX_N = 16  # exact sign-flip test enumerates 2^n flips up to here (65,536
 N_MONTE_CARLO = 100_000
 ALPHA = 0.05
 
-LOWER_IS_BETTER = {"mse", "mae", "rmse", "loss", "log_loss"}
+LOWER_IS_BETTER = {"mse", "mae", "rmse", "loss", "log_loss", "perplexity"}
 # Metrics bounded in [-1, 1] or [0, 1]: reported in points (x100).
 POINT_METRICS = {
-    "accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1", "roc_auc", "mcc", "r2",
-    "precision", "recall", "macro_precision", "macro_recall", "balanced_accuracy", "token_accuracy",
-}
+    "accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1", "roc_auc", "mcc", "r2", "chrf",
+    "precision", "recall", "macro_precision", "macro_recall", "balanced_accuracy", "bleu",
+    "token_accuracy", "rouge1", "rouge2", "rougeL", "exact_match"}
 METRIC_NAMES = {
-    "accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1",
-    "weighted_f1": "weighted-F1", "roc_auc": "ROC-AUC", "mcc": "MCC", "r2": "R²",
-    "mse": "MSE", "mae": "MAE", "rmse": "RMSE", "balanced_accuracy": "balanced accuracy",
-    "f1": "entity F1", "token_accuracy": "token accuracy"}
+    "accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1", "mse": "MSE",
+    "weighted_f1": "weighted-F1", "roc_auc": "ROC-AUC", "mcc": "MCC", "r2": "R²", "mae": "MAE",
+    "rmse": "RMSE", "balanced_accuracy": "balanced accuracy", "f1": "entity F1", "chrf": "chrF",
+    "token_accuracy": "token accuracy", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2",
+    "rougeL": "ROUGE-L", "bleu": "BLEU", "exact_match": "exact match"}
 STRATEGY_NAMES = {
     "full": "full fine-tuning", "linear-probe": "a linear probe", "partial": "partial fine-tuning",
     "gradual": "gradual unfreezing", "llrd": "layer-wise LR decay", "lora": "LoRA",

@@ -54,6 +54,7 @@ from pretune.models.start import Start
 from pretune.tasks.base import TASK_FILE, Loaded, Saved, TaskKind, read_info
 
 _LOSS_METRICS = ("loss", "perplexity")
+N_EXAMPLES = 5  # test examples kept with the metrics (the study report shows them side by side)
 _TASK_KEYS = ("input_field", "target_field", "messages_field", "format", "encoding",
               "max_length", "max_target_length", "split_seed", "test_fraction", "test_size")
 
@@ -186,7 +187,10 @@ class Generation(TaskKind):
         tokens = int(sum(o["tokens"] for o in outputs))
         if any(o.get("skipped") for o in outputs):  # validation by loss: nothing generated
             return generation_metrics([], [], nll, tokens)
-        return generation_metrics(list(split.targets), texts, nll, tokens)
+        out = generation_metrics(list(split.targets), texts, nll, tokens)
+        out["examples"] = [{"input": _head(s), "target": t, "generated": g} for s, t, g in
+                           zip(split.sources[:N_EXAMPLES], split.targets, texts, strict=False)]
+        return out
 
     def metric_names(self, task: GenTask) -> set[str]:
         return {"rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "gen_words",
@@ -352,6 +356,12 @@ class Generation(TaskKind):
                 f.write(json.dumps({"input": source, "generated": text},
                                    ensure_ascii=False) + "\n")
         return len(texts)
+
+
+def _head(source: Source, n: int = 160) -> str:
+    text = source if isinstance(source, str) else " / ".join(m["content"] for m in source)
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def generate_for(model: nn.Module, p: GenProcessor, sources: list[Source],
