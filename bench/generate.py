@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from pretune.config import FinetuneConfig, LoopConfig, ModelConfig, OptimConfig, load_config
+from pretune.config import FinetuneConfig, LoopConfig, OptimConfig, load_config
 from pretune.finetune.strategies import apply_strategy
 from pretune.models.generate import generate_texts
 from pretune.models.start import resolve_start

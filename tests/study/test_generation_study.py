@@ -59,3 +59,17 @@ def test_generation_study_rouge_examples_and_holdout(tmp_path, monkeypatch):
     assert len(held) == 12 + 6  # the task's test + validation articles
     line = next(x for x in report.splitlines() if x.startswith("| news-headlines |"))
     assert "| 0.00% |" in line  # none of the test articles' 13-grams left in the corpus
+
+
+def test_generation_quickstart_plan_excludes_by_seed():
+    from pathlib import Path
+
+    from pretune.config import load_study_config
+
+    cfg = load_study_config(str(Path(__file__).parents[2] / "configs" /
+                                "quickstart-generation.yaml"), [])
+    keys = {(c.start, c.strategy, c.budget_label, c.seed) for c in plan_cells(cfg)}
+    assert keys == {("scratch", "full", "512", 0), ("scratch", "full", "512", 1),
+                    ("pretrained", "full", "512", 0), ("pretrained", "full", "512", 1),
+                    ("builtin:smollm2", "lora", "256", 0),
+                    ("builtin:smollm2", "prompt", "zero-shot", 0)}

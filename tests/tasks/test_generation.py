@@ -279,3 +279,39 @@ def generate_one(model_dir: Path, text: str, n: int) -> str:
     src.write_text(text + "\n")
     generate(str(model_dir), str(src), str(out), [f"decode.max_new_tokens={n}"])
     return json.loads(out.read_text())["generated"]
+
+
+def test_awkward_inputs_and_checkpoint_settings(tmp_path, bpe_dir, tiny_gpt):
+    """Empty inputs train (the prompt gets the end-of-text id), a stop string at the end of the
+    template does not stop generation at once, a checkpoint with sampling defaults still
+    saves, chat rows in a CSV generate, and a template override with a colon stays text."""
+    from transformers import GenerationConfig
+
+    from pretune.models.registry import load_model
+
+    tok = AutoTokenizer.from_pretrained(bpe_dir)
+    start = tmp_path / "start"
+    model = load_model(tiny_gpt, "clm", tok)
+    model.generation_config = GenerationConfig(do_sample=True, temperature=0.7, top_k=20,
+                                               eos_token_id=tok.eos_token_id)
+    model.save_pretrained(start)
+    tok.save_pretrained(start)
+    data = tmp_path / "d.csv"
+    rows = ["input,target"] + [f"{'' if i % 3 == 0 else 'review ' + str(i)},fine {i}"
+                               for i in range(60)]
+    data.write_text("\n".join(rows) + "\n")
+    res = finetune(load_config(FinetuneConfig, None, [
+        f"output_dir={tmp_path / 'runs'}", f"task.path={data}", "task.kind=generation",
+        f"model.name={start}", "task.test_size=10", "task.val_size=5", "task.max_length=32",
+        "task.template={input}\n", 'task.decode.stop=["\n"]', "task.decode.max_new_tokens=4",
+        "train.epochs=1", *QUIET]))
+    model_dir = res.out_dir / "model"
+    assert (model_dir / "generation_config.json").is_file()
+    chat = tmp_path / "chat.csv"
+    turns = json.dumps([{"role": "user", "content": "hi"}]).replace('"', '""')
+    chat.write_text(f'messages\n"{turns}"\n')
+    out = tmp_path / "c.jsonl"
+    assert generate(str(model_dir), str(chat), str(out), ["chat_template=false"]) == 1
+    assert generate(str(model_dir), str(chat), str(out), ["template=Say: {input} ->"]) == 1
+    with pytest.raises(PretuneError, match="config error in overrides: 'decode.num_beams'"):
+        generate(str(model_dir), str(chat), str(out), ["decode.num_beams=0"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,6 +74,9 @@ def paths_shorthand(v: Any) -> Any:
 C = TypeVar("C", bound=BaseModel)
 
 
+_PLACEHOLDER = re.compile(r"\{(input|text)\}")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b=c`` -> (["a", "b"], value); the value is parsed as a YAML scalar/list/dict."""
     if "=" not in item:
@@ -84,6 +88,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, dict) and _PLACEHOLDER.search(raw) and not raw.lstrip().startswith("{\""):
+        value = raw  # a prompt template ("Q: {input}\nA:"), not a YAML mapping
     return key.split("."), value
 
 

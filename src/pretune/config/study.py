@@ -38,9 +38,9 @@ class MatrixConfig(Section):
     strategies: list[StrategyConfig] = Field(default_factory=lambda: [StrategyConfig()])
     budgets: list[int | Literal["all"]] = Field(default_factory=lambda: [128, "all"])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    # Cells to skip: each entry matches on the keys it names (task, start, strategy, budget),
+    # Cells to skip: each entry matches on the keys it names (task, start, strategy, budget, seed),
     # e.g. {start: builtin:minilm, strategy: full} keeps the matrix affordable on a CPU.
-    exclude: list[dict[Literal["task", "start", "strategy", "budget"], str | int]] = Field(
+    exclude: list[dict[Literal["task", "start", "strategy", "budget", "seed"], str | int]] = Field(
         default_factory=list)
     # Per-start fine-tuning settings, so no start is judged on another's learning rate:
     # start -> a sweep dir (or its best.yaml; its `optim` section is used), or a mapping merged

@@ -224,11 +224,13 @@ class PromptFormat:
     chat: bool = False
     system: str | None = None
     shots: tuple[tuple[Source, str], ...] = ()
+    target_sep: str = ""  # between a plain prompt and its target (" " for byte-level BPE)
 
     def fill(self, source: Source, cut: int | None = None, tokenizer: Any = None) -> Source:
         if isinstance(source, str):
             if cut is not None:  # keep the input's first `cut` tokens
-                ids = tokenizer(source, add_special_tokens=False)["input_ids"][:max(cut, 0)]
+                ids = tokenizer(source, add_special_tokens=False,
+                                verbose=False)["input_ids"][:max(cut, 0)]
                 source = tokenizer.decode(ids, skip_special_tokens=True)
             return self.template.replace("{input}", source)
         return source
@@ -250,7 +252,8 @@ class PromptFormat:
         if self.chat:
             return tokenizer.apply_chat_template(self.messages(source, cut, tokenizer),
                                                  add_generation_prompt=True, tokenize=False)
-        shots = "".join(f"{_plain(self.fill(s, cut, tokenizer))} {t}\n\n" for s, t in self.shots)
+        shots = "".join(f"{_plain(self.fill(s, cut, tokenizer))}{self.target_sep}{t}\n\n"
+                        for s, t in self.shots)
         return shots + _plain(self.fill(source, cut, tokenizer))
 
 
@@ -275,30 +278,34 @@ class GenInputs:
 def encode_pairs(tokenizer: Any, split: GenSplit, fmt: PromptFormat, max_length: int,
                  max_target_length: int, *, seq2seq: bool, eos_id: int,
                  reserve: int = 0) -> GenInputs:
-    """Prompt + target ids. Causal LMs: ``max_length`` bounds prompt + target (+ eos); an
-    input that does not fit is cut (its first tokens kept, the template never), targets are
-    cut at ``max_target_length``. Encoder-decoders: the prompt alone is bounded by
-    ``max_length``. ``reserve``: room kept for generated tokens when there is no target."""
-    special = seq2seq  # an encoder input gets the tokenizer's own specials (T5: </s>)
+    """Prompt + target ids. Causal LMs: ``max_length`` bounds prompt + target (+ eos), and
+    ``reserve`` (what generation adds) when it is longer than the target; an input that does
+    not fit is cut (its first tokens kept, the template never), targets are cut at
+    ``max_target_length``. Encoder-decoders: the prompt alone is bounded by ``max_length``;
+    targets are tokenized as targets (``text_target``: Marian's target vocabulary, BART's
+    ``<s>``)."""
     out = GenInputs([], [], [])
+    bos = _leading_special(tokenizer) if not (seq2seq or fmt.chat) else None
     for source, target in zip(split.sources, split.targets, strict=True):
-        t_ids = tokenizer(target, add_special_tokens=False)["input_ids"] if target else []
-        if len(t_ids) > max_target_length:
-            t_ids, out.cut_targets = t_ids[:max_target_length], out.cut_targets + 1
-        t_ids = [*t_ids, eos_id] if target else []
+        text, p_ids = _prompt(tokenizer, fmt, source, seq2seq, bos)
+        t_ids = _target_ids(tokenizer, target, seq2seq, eos_id,
+                            fmt.target_sep if text[-1:].strip() else "")
+        if len(t_ids) > max_target_length + 1:
+            t_ids, out.cut_targets = [*t_ids[:max_target_length], eos_id], out.cut_targets + 1
         room = max_length - (0 if seq2seq else max(len(t_ids), reserve))
         if room < 8:
+            what = f"a {len(t_ids)}-token target" if len(t_ids) >= reserve else \
+                f"{reserve} generated tokens (decode.max_new_tokens)"
             raise PretuneError(f"task.max_length={max_length} leaves {room} tokens for the "
-                               f"prompt beside a {len(t_ids)}-token target; raise max_length or "
-                               "lower max_target_length")
-        p_ids = _prompt_ids(tokenizer, fmt, source, special)
+                               f"prompt beside {what}; raise max_length, or lower "
+                               "max_target_length / decode.max_new_tokens")
         if len(p_ids) > room:
             out.cut_inputs += 1
             n_in = _input_tokens(tokenizer, fmt, source)
             over = len(p_ids) - room
             for margin in (2, 8, 32):  # re-tokenizing a cut text may merge differently
-                p_ids = _prompt_ids(tokenizer, fmt, source, special,
-                                    cut=max(n_in - over - margin, 0))
+                _, p_ids = _prompt(tokenizer, fmt, source, seq2seq, bos,
+                                   cut=max(n_in - over - margin, 0))
                 if len(p_ids) <= room:
                     break
             p_ids = p_ids[-room:] if len(p_ids) > room else p_ids
@@ -312,10 +319,52 @@ def encode_pairs(tokenizer: Any, split: GenSplit, fmt: PromptFormat, max_length:
     return out
 
 
-def _prompt_ids(tokenizer: Any, fmt: PromptFormat, source: Source, special: bool,
-                cut: int | None = None) -> list[int]:
+def _leading_special(tokenizer: Any) -> int | None:
+    """The id a plain causal prompt starts with: the tokenizer's own BOS when it adds one
+    (Llama, Gemma), else None."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    return bos if tokenizer("a", verbose=False)["input_ids"][:1] == [bos] else None
+
+
+def _prompt(tokenizer: Any, fmt: PromptFormat, source: Source, seq2seq: bool,
+            bos: int | None, cut: int | None = None) -> tuple[str, list[int]]:
+    """The rendered prompt and its ids. An encoder input gets the tokenizer's own specials
+    (T5: </s>); a causal prompt its BOS when the tokenizer uses one, and an empty prompt the
+    end-of-text id (GPT-2's convention), so the first target token is predicted from
+    something."""
     text = fmt.render(tokenizer, source, cut)
-    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    # verbose=False: a long input is expected here (it is cut next), not a warning
+    ids = list(tokenizer(text, add_special_tokens=seq2seq, verbose=False)["input_ids"])
+    if not seq2seq:
+        if bos is not None and ids[:1] != [bos]:
+            ids = [bos, *ids]
+        if not ids:
+            first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else \
+                tokenizer.eos_token_id
+            ids = [int(first)] if first is not None else ids
+    return text, ids
+
+
+def _target_ids(tokenizer: Any, target: str, seq2seq: bool, eos_id: int, sep: str
+                ) -> list[int]:
+    """Target ids ending in eos (empty for generation-only inputs)."""
+    if not target:
+        return []
+    if seq2seq:
+        ids = list(tokenizer(text_target=target, verbose=False)["input_ids"])
+        return ids if ids[-1:] == [eos_id] else [*ids, eos_id]
+    ids = tokenizer(sep + target, add_special_tokens=False, verbose=False)["input_ids"]
+    return [*ids, eos_id]
+
+
+def space_marks_words(tokenizer: Any) -> bool:
+    """Byte-level BPE (GPT-2 style) marks a word's leading space in its token: a target after
+    "Headline:" is tokenized as " Betsy", as the model saw such text in pre-training."""
+    toks = tokenizer.convert_ids_to_tokens(
+        tokenizer(" a", add_special_tokens=False, verbose=False)["input_ids"])
+    return bool(toks) and toks[0].startswith("\u0120")
 
 
 def _input_tokens(tokenizer: Any, fmt: PromptFormat, source: Source) -> int:
@@ -323,4 +372,5 @@ def _input_tokens(tokenizer: Any, fmt: PromptFormat, source: Source) -> int:
     texts = [s for s in (source, *(s for s, _ in fmt.shots)) if isinstance(s, str)]
     if not texts:
         return 0
-    return max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    return max(len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"])
+               for t in texts)

@@ -157,12 +157,31 @@ class _CharTokenizer:
                           text.lower())
 
 
+class _WordTokenizer:
+    """ROUGE tokens for other non-Latin scripts (Cyrillic, Greek, Arabic, ...): lower-cased
+    runs of Unicode word characters, unstemmed."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return re.findall(r"[^\W_]+", text.lower())
+
+
 def _scorer(types: list[str], refs: list[str]) -> Any:
     from rouge_score import rouge_scorer  # loads nltk (~2 s): only when text is scored
 
-    if any(_CJK.search(r) for r in refs[:200]):
+    sample = refs[:200]
+    if any(_CJK.search(r) for r in sample):
         return rouge_scorer.RougeScorer(types, tokenizer=_CharTokenizer())
+    if _mostly_non_latin(sample):
+        return rouge_scorer.RougeScorer(types, tokenizer=_WordTokenizer())
     return rouge_scorer.RougeScorer(types, use_stemmer=True)
+
+
+def _mostly_non_latin(texts: list[str]) -> bool:
+    """More letters outside ASCII than inside (rouge-score's default keeps only a-z0-9)."""
+    letters = "".join(texts)
+    ascii_n = len(re.findall(r"[a-zA-Z]", letters))
+    other = len(re.findall(r"[^\W\d_]", letters)) - ascii_n
+    return other > ascii_n
 
 
 def rouge_l(refs: list[str], preds: list[str]) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import TextStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from pretune.config import DecodeConfig
 
@@ -53,9 +53,28 @@ def generate_kwargs(decode: DecodeConfig, tokenizer: Any, pad_id: int, eos_ids: 
         kw.update(temperature=decode.temperature, top_p=decode.top_p, top_k=decode.top_k)
     else:
         kw.update(temperature=None, top_p=None, top_k=None)
-    if decode.stop:
-        kw.update(stop_strings=list(decode.stop), tokenizer=tokenizer)
     return kw
+
+
+class StopOnNewText(StoppingCriteria):
+    """Stop a row once its generated text (not the prompt: HF's ``stop_strings`` also look at
+    the prompt's last tokens, so a template ending in "\n" would stop at once) holds a stop
+    string."""
+
+    def __init__(self, tokenizer: Any, stop: list[str], prompt_width: int) -> None:
+        self.tokenizer, self.stop, self.width = tokenizer, [s for s in stop if s], prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts],
+                            device=input_ids.device)
+
+
+def _stopping(tokenizer: Any, decode: DecodeConfig, width: int) -> dict[str, Any]:
+    if not any(decode.stop):
+        return {}
+    return {"stopping_criteria": StoppingCriteriaList([StopOnNewText(tokenizer,
+                                                                     list(decode.stop), width)])}
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
@@ -78,7 +97,8 @@ def generate_texts(model: nn.Module, tokenizer: Any, prompts: list[list[int]],
     for idx in _batches(prompts, decode.batch_size):
         batch = pad_batch([prompts[i] for i in idx], pad_id, left=not seq2seq)
         batch = {k: v.to(device) for k, v in batch.items()}
-        gen = model.generate(**batch, **kw)
+        width = 1 if seq2seq else batch["input_ids"].shape[1]  # seq2seq: the start token
+        gen = model.generate(**batch, **kw, **_stopping(tokenizer, decode, width))
         new = gen if seq2seq else gen[:, batch["input_ids"].shape[1]:]
         for row, i in enumerate(idx):
             text = tokenizer.decode(new[row], skip_special_tokens=True)
@@ -103,7 +123,8 @@ def lm_batch(input_ids: list[list[int]], labels: list[list[int]], pad_id: int,
     batch = pad_batch(input_ids, pad_id, left=True)
     mask = batch["attention_mask"]
     batch["position_ids"] = (mask.cumsum(1) - 1).clamp_min(0)
-    k = max(1, max(_target_span(r) for r in labels))
+    # (a target starting at column 0 has no logit before it: at most T - 1 positions scored)
+    k = max(1, min(max(_target_span(r) for r in labels), batch["input_ids"].shape[1] - 1))
     batch["labels"] = _pad([r[-k:] for r in labels], k, IGNORE, left=True)
     return batch
 
@@ -171,7 +192,11 @@ def stream(model: nn.Module, tokenizer: Any, prompt: list[int], decode: DecodeCo
     model.eval()
     batch = {k: v.to(device) for k, v in pad_batch([prompt], pad_id, left=True).items()}
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    if decode.do_sample:
+        torch.manual_seed(decode.seed)
+    width = 1 if is_seq2seq(model) else batch["input_ids"].shape[1]
     gen = model.generate(**batch, streamer=streamer,
-                         **generate_kwargs(decode, tokenizer, pad_id, eos_ids))
+                         **generate_kwargs(decode, tokenizer, pad_id, eos_ids),
+                         **_stopping(tokenizer, decode, width))
     new = gen[0] if is_seq2seq(model) else gen[0, batch["input_ids"].shape[1]:]
     return cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), decode.stop)

@@ -153,7 +153,7 @@ def task_labels(cfg: MatrixConfig) -> dict[str, Any]:
 
 def _excluded(cfg: MatrixConfig, cell: Cell) -> bool:
     fields = {"task": cell.task, "start": cell.start, "strategy": cell.strategy,
-              "budget": cell.budget_label}
+              "budget": cell.budget_label, "seed": str(cell.seed)}
     return any(all(str(v) == fields[k] for k, v in rule.items()) for rule in cfg.exclude)
 
 

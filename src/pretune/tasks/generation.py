@@ -21,10 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from pretune.config import DecodeConfig, FinetuneConfig, GenTaskConfig, apply_overrides
+from pretune.config import (
+    DecodeConfig,
+    FinetuneConfig,
+    GenTaskConfig,
+    apply_overrides,
+    format_validation_error,
+)
 from pretune.data.batches import Encoded, LabeledBatches
 from pretune.data.builtin import is_builtin
 from pretune.data.pairs import (
@@ -37,11 +44,13 @@ from pretune.data.pairs import (
     encode_pairs,
     load_gen_task,
     read_pairs,
+    space_marks_words,
     task_name,
 )
 from pretune.data.rows import open_text, read_rows
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import generation_metrics
+from pretune.models.archs import objective_for
 from pretune.models.generate import (
     generate_texts,
     is_seq2seq,
@@ -55,7 +64,8 @@ from pretune.tasks.base import TASK_FILE, Loaded, Saved, TaskKind, read_info
 
 _LOSS_METRICS = ("loss", "perplexity")
 N_EXAMPLES = 5  # test examples kept with the metrics (the study report shows them side by side)
-_TASK_KEYS = ("input_field", "target_field", "messages_field", "format", "encoding",
+# what a saved model's later inputs are read with (not `format`: new files have their own)
+_TASK_KEYS = ("input_field", "target_field", "messages_field", "encoding",
               "max_length", "max_target_length", "split_seed", "test_fraction", "test_size")
 
 
@@ -138,6 +148,10 @@ def use_chat(tokenizer: Any, setting: bool | str, seq2seq: bool, name: str) -> b
     return bool(has and not seq2seq) if setting == "auto" else bool(setting)
 
 
+def target_sep(tokenizer: Any, chat: bool, seq2seq: bool) -> str:
+    return " " if not (chat or seq2seq) and space_marks_words(tokenizer) else ""
+
+
 def context_length(model: nn.Module) -> int | None:
     c = model.config
     return getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
@@ -216,15 +230,19 @@ class Generation(TaskKind):
         model.generation_config.pad_token_id = pad
         t = cfg.task
         seq2seq = head == "seq2seq"
-        fmt = PromptFormat(task.template, use_chat(tokenizer, t.chat_template, seq2seq,
-                                                   cfg.model.name),
-                           t.system, pick_shots(task.train, t.shots, cfg.train.seed))
+        chat = use_chat(tokenizer, t.chat_template, seq2seq, cfg.model.name)
+        fmt = PromptFormat(task.template, chat, t.system,
+                           pick_shots(task.train, t.shots, cfg.train.seed),
+                           target_sep(tokenizer, chat, seq2seq))
         return Loaded(model, GenProcessor(tokenizer, fmt, seq2seq, eos_ids, pad, t.max_length,
                                           t.max_target_length, t.decode))
 
     def encode(self, processor: GenProcessor, split: GenSplit, task_cfg: GenTaskConfig
                ) -> GenEval:
-        return GenEval(processor.encode(split), processor)
+        """Evaluation inputs: prompts keep room for what generation adds (not only for the
+        reference), so a long input never runs past the model's context."""
+        return GenEval(processor.encode(split, reserve=processor.decode.max_new_tokens),
+                       processor)
 
     def train_batches(self, task: GenTask, processor: GenProcessor, cfg: FinetuneConfig
                       ) -> GenBatches:
@@ -282,11 +300,20 @@ class Generation(TaskKind):
         gc = model.generation_config
         gc.max_new_tokens, gc.num_beams, gc.do_sample = d.max_new_tokens, d.num_beams, d.do_sample
         gc.pad_token_id, gc.eos_token_id = processor.pad_id, list(processor.eos_ids)
+        # A checkpoint's own sampling / beam settings would contradict these (transformers
+        # refuses to save such a config): set them from the run's decoding, or clear them.
+        for key in ("temperature", "top_p", "top_k"):
+            setattr(gc, key, getattr(d, key) if d.do_sample else None)
+        for key in ("min_p", "typical_p"):
+            setattr(gc, key, None)
+        if d.num_beams == 1:
+            gc.early_stopping, gc.length_penalty = False, 1.0
         model.save_pretrained(path, safe_serialization=True)
         processor.save_pretrained(path)
         info = {"kind": self.name, "task": task.name, "template": processor.fmt.template,
                 "chat": processor.fmt.chat, "system": processor.fmt.system,
                 "shots": [list(s) for s in processor.fmt.shots],
+                "target_sep": processor.fmt.target_sep,
                 "seq2seq": processor.seq2seq, "strategy": cfg.strategy.name,
                 "start": cfg.model.name, "task_config": cfg.task.model_dump(mode="json"),
                 **(extra or {})}
@@ -315,9 +342,8 @@ class Generation(TaskKind):
         items = [o.removeprefix("task.") for o in overrides]
         try:
             return GenTaskConfig.model_validate(apply_overrides(base, items))
-        except ValueError as e:
-            raise PretuneError(f"overrides {' '.join(overrides)}: "
-                               f"{str(e).splitlines()[-1][:160]}") from None
+        except ValidationError as e:
+            raise PretuneError(format_validation_error(e, "overrides")) from None
 
     def processor(self, saved: Saved, cfg: GenTaskConfig, overrides: list[str]) -> GenProcessor:
         """The saved processor with overridden lengths, decoding and (when given) prompt."""
@@ -381,6 +407,13 @@ def open_generator(path: Path) -> Saved:
         raise PretuneError(f"{path} holds a {archs[0]} (a classifier), which cannot generate "
                            "text; pass a causal-LM or encoder-decoder directory (the model of "
                            "a generation run, builtin:smollm2) or use `pretune predict`")
+    try:
+        objective = objective_for(config)
+    except PretuneError:
+        objective = None
+    if objective not in ("clm", "seq2seq"):
+        raise PretuneError(f"{path} holds a {config.model_type} encoder, which does not "
+                           "generate text; pass a causal-LM or encoder-decoder directory")
     seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     try:
@@ -394,15 +427,29 @@ def open_generator(path: Path) -> Saved:
                                              .items() if k in (*_TASK_KEYS, "decode")})
     eos_ids, pad = _eos_pad(tokenizer, model, str(path))
     chat = info.get("chat")
-    fmt = PromptFormat(info.get("template", "{input}"),
-                       use_chat(tokenizer, "auto", seq2seq, str(path)) if chat is None
-                       else bool(chat), info.get("system"),
-                       tuple((s, t) for s, t in info.get("shots", [])))
+    chat = use_chat(tokenizer, "auto", seq2seq, str(path)) if chat is None else bool(chat)
+    fmt = PromptFormat(info.get("template", "{input}"), chat, info.get("system"),
+                       tuple((s, t) for s, t in info.get("shots", [])),
+                       info.get("target_sep", target_sep(tokenizer, chat, seq2seq)))
     proc = GenProcessor(tokenizer, fmt, seq2seq, eos_ids, pad, task_cfg.max_length,
                         task_cfg.max_target_length, task_cfg.decode)
     empty = GenSplit([], [])
     task = GenTask(info.get("task", path.name), empty, empty, empty, fmt.template)
     return Saved(path, model, proc, task, info)
+
+
+def chat_turns(value: Any, where: str, field: str) -> list[dict[str, str]]:
+    """The turns to answer of a chat row (a trailing assistant turn, the answer, dropped)."""
+    if isinstance(value, str):  # csv / tsv cells hold JSON text
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, list) or not value or not all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        raise PretuneError(f"{where}: {field!r} must be a list of {{role, content}} messages")
+    turns = [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    return turns[:-1] if turns[-1]["role"] == "assistant" and len(turns) > 1 else turns
 
 
 def read_sources(input: str, cfg: GenTaskConfig) -> list[Source]:
@@ -420,7 +467,8 @@ def read_sources(input: str, cfg: GenTaskConfig) -> list[Source]:
             return [line.rstrip("\r\n") for line in f if line.strip()]
     rows, cols = read_rows(path, cfg.format, cfg.encoding)
     if cfg.messages_field in cols:
-        return [list(r[cfg.messages_field]) for r in rows]
+        return [chat_turns(r.get(cfg.messages_field), f"{path} row {i}", cfg.messages_field)
+                for i, r in enumerate(rows, start=1)]
     if cfg.input_field not in cols:
         raise PretuneError(f"{path} has no column {cfg.input_field!r} (columns: "
                            f"{', '.join(cols[:12])}); set task.input_field")
