@@ -199,6 +199,19 @@ def test_select_on_val_loss_skips_generation(tmp_path, pairs_file, bpe_dir):
     assert json.loads(log)["selection_metric"] == "loss" and "rougeL" in res.metrics
 
 
+def test_random_t5_starts_near_uniform_loss(bpe_dir):
+    from pretune.config import ModelConfig
+    from pretune.models.registry import load_model
+
+    tok = AutoTokenizer.from_pretrained(bpe_dir)
+    torch.manual_seed(0)
+    model = load_model(ModelConfig(name="t5-tiny"), "seq2seq", tok)
+    enc = encode_pairs(tok, GenSplit(["a great film", "so dull"], ["fresh", "rotten"]),
+                       PromptFormat(), 32, 8, seq2seq=True, eos_id=tok.eos_token_id)
+    loss = lm_loss(model, lm_batch(enc.input_ids, enc.labels, tok.pad_token_id, seq2seq=True))
+    assert loss.item() < 1.5 * np.log(len(tok))
+
+
 def test_t5_tiny_trains_and_loads_as_seq2seq(tmp_path, pairs_file, bpe_dir):
     res = finetune(gen_cfg(tmp_path, pairs_file, bpe_dir, "model.name=t5-tiny",
                            "model.overrides={}", "train.epochs=2", "optim.lr=1e-3"))

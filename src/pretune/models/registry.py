@@ -84,10 +84,12 @@ def build_config(
         )
     elif a.family == "t5":
         eos, pad = _eos_pad(tokenizer, name)
+        # Tied embeddings, as T5 v1.0: the decoder output is then scaled by d_model^-0.5, so a
+        # random init starts near ln(vocab) loss (untied, T5's std-1 init starts near 70).
         config = T5Config(
             vocab_size=vocab, d_model=a.hidden, d_kv=a.hidden // a.heads, d_ff=a.intermediate,
             num_layers=a.layers, num_decoder_layers=a.layers, num_heads=a.heads,
-            feed_forward_proj="gated-gelu", tie_word_embeddings=False, eos_token_id=eos,
+            feed_forward_proj="gated-gelu", tie_word_embeddings=True, eos_token_id=eos,
             pad_token_id=pad, decoder_start_token_id=pad,
         )
     else:
