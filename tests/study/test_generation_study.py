@@ -71,5 +71,5 @@ def test_generation_quickstart_plan_excludes_by_seed():
     keys = {(c.start, c.strategy, c.budget_label, c.seed) for c in plan_cells(cfg)}
     assert keys == {("scratch", "full", "512", 0), ("scratch", "full", "512", 1),
                     ("pretrained", "full", "512", 0), ("pretrained", "full", "512", 1),
-                    ("builtin:smollm2", "lora", "256", 0),
+                    ("builtin:smollm2", "lora", "192", 0),
                     ("builtin:smollm2", "prompt", "zero-shot", 0)}
