@@ -19,7 +19,7 @@ import numpy as np
 from pretune.config import TaskConfig, config_hash
 from pretune.data.builtin import is_builtin
 from pretune.data.builtin_tasks import builtin_info, builtin_rows
-from pretune.data.rows import COMPRESSIONS, read_rows
+from pretune.data.rows import name_of, read_rows
 from pretune.errors import PretuneError
 
 TaskType = Literal["single_label", "multi_label", "regression"]
@@ -271,12 +271,7 @@ def majority_baseline(task_type: TaskType, train: Split, test: Split) -> float:
 
 
 def task_name(cfg: TaskConfig) -> str:
-    if is_builtin(cfg.path):
-        return cfg.path.removeprefix("builtin:")
-    name = Path(cfg.path).name
-    for comp in COMPRESSIONS:
-        name = name.removesuffix(comp)
-    return name.rsplit(".", 1)[0]
+    return name_of(cfg.path)
 
 
 def task_fingerprint(cfg: TaskConfig) -> str:

@@ -14,7 +14,6 @@ import csv
 import io
 import zipfile
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from statistics import median
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 from pretune.config import GenTaskConfig
 from pretune.config.base import config_hash
 from pretune.data.builtin import builtin_path, is_builtin
-from pretune.data.rows import COMPRESSIONS, read_rows
+from pretune.data.rows import name_of, read_rows
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import rouge_l
 
@@ -80,12 +79,7 @@ class GenTask:
 
 
 def task_name(cfg: GenTaskConfig) -> str:
-    if is_builtin(cfg.path):
-        return cfg.path.removeprefix("builtin:")
-    name = Path(cfg.path).name
-    for comp in COMPRESSIONS:
-        name = name.removesuffix(comp)
-    return name.rsplit(".", 1)[0]
+    return name_of(cfg.path)
 
 
 def _news_headlines() -> GenSplit:

@@ -16,6 +16,16 @@ from pretune.errors import PretuneError
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 
 
+def name_of(path: str) -> str:
+    """A task's short name: a builtin's name, or the file name without extensions."""
+    if path.startswith("builtin:"):
+        return path.removeprefix("builtin:")
+    name = Path(path).name
+    for comp in COMPRESSIONS:
+        name = name.removesuffix(comp)
+    return name.rsplit(".", 1)[0]
+
+
 def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
     """Open a (possibly compressed) labeled file strictly in ``encoding``: a label file with
     bad bytes is an error to fix, not something to guess around (corpora use replacement)."""

@@ -25,7 +25,7 @@ from pretune.config import TagTaskConfig, config_hash
 from pretune.data import peoples_daily
 from pretune.data.builtin import builtin_path, is_builtin
 from pretune.data.cjk import CJK_CHAR, CJK_CHARS, has_cjk
-from pretune.data.rows import COMPRESSIONS, decode_error, open_text
+from pretune.data.rows import COMPRESSIONS, decode_error, name_of, open_text
 from pretune.errors import PretuneError
 
 BUILTIN_TAG_TASKS = ("wnut16", "peoples-daily-ner")
@@ -255,12 +255,7 @@ def _split(split: TagSplit, size: int | float, seed: int) -> tuple[TagSplit, Tag
 
 
 def task_name(cfg: TagTaskConfig) -> str:
-    if is_builtin(cfg.path):
-        return cfg.path.removeprefix("builtin:")
-    name = Path(cfg.path).name
-    for comp in COMPRESSIONS:
-        name = name.removesuffix(comp)
-    return name.rsplit(".", 1)[0]
+    return name_of(cfg.path)
 
 
 def load_tag_task(cfg: TagTaskConfig, seed: int = 0) -> TagTask:
