@@ -51,7 +51,12 @@ def test_sweep_config_validates():
 def test_every_shipped_yaml_is_covered():
     assert {p.name for p in CONFIGS.glob("*.yaml")} == {
         "quickstart.yaml", "gpu-sst2.yaml", "vision-quickstart.yaml", "sweep-rt.yaml",
-        "quickstart-zh.yaml"}
+        "quickstart-zh.yaml", "quickstart-generation.yaml", "gpu-generation.yaml"}
+
+
+def test_generation_configs_plan_what_they_say():
+    gpu = load_study_config(CONFIGS / "gpu-generation.yaml")
+    assert {t.kind for t in gpu.tasks} == {"generation"} and len(plan_cells(gpu)) == 25
 
 
 def test_chinese_quickstart_plans_tagging_without_prompts_or_sklearn():

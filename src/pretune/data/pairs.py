@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import sys
 import zipfile
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from statistics import median
 from typing import Any
 
@@ -22,7 +25,7 @@ import numpy as np
 from pretune.config import GenTaskConfig
 from pretune.config.base import config_hash
 from pretune.data.builtin import builtin_path, is_builtin
-from pretune.data.rows import name_of, read_rows
+from pretune.data.rows import name_of, open_text, read_rows
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import rouge_l
 
@@ -368,3 +371,49 @@ def _input_tokens(tokenizer: Any, fmt: PromptFormat, source: Source) -> int:
         return 0
     return max(len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"])
                for t in texts)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def head_text(source: Source, n: int = 160) -> str:
+    text = source if isinstance(source, str) else " / ".join(m["content"] for m in source)
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def chat_turns(value: Any, where: str, field: str) -> list[dict[str, str]]:
+    """The turns to answer of a chat row (a trailing assistant turn, the answer, dropped)."""
+    if isinstance(value, str):  # csv / tsv cells hold JSON text
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, list) or not value or not all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        raise PretuneError(f"{where}: {field!r} must be a list of {{role, content}} messages")
+    turns = [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    return turns[:-1] if turns[-1]["role"] == "assistant" and len(turns) > 1 else turns
+
+
+def read_sources(input: str, cfg: GenTaskConfig) -> list[Source]:
+    """Inputs to generate for: a .txt (one per line; ``-`` reads stdin), or csv/tsv/jsonl/
+    parquet with ``task.input_field`` (or chat ``messages``, the turns to answer)."""
+    if is_builtin(input):
+        raise PretuneError(f"generate reads a .txt / .jsonl / .csv file or stdin, not {input}")
+    if input == "-":
+        return [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    path = Path(input)
+    if not path.is_file():
+        raise PretuneError(f"input file {path} not found")
+    if path.suffix.lower() == ".txt":
+        with open_text(path, cfg.encoding) as f:
+            return [line.rstrip("\r\n") for line in f if line.strip()]
+    rows, cols = read_rows(path, cfg.format, cfg.encoding)
+    if cfg.messages_field in cols:
+        return [chat_turns(r.get(cfg.messages_field), f"{path} row {i}", cfg.messages_field)
+                for i, r in enumerate(rows, start=1)]
+    if cfg.input_field not in cols:
+        raise PretuneError(f"{path} has no column {cfg.input_field!r} (columns: "
+                           f"{', '.join(cols[:12])}); set task.input_field")
+    return [str(r[cfg.input_field] or "") for r in rows]

@@ -12,12 +12,12 @@ import json
 import sys
 from pathlib import Path
 
-from pretune.data.pairs import GenSplit
+from pretune.data.pairs import GenSplit, read_sources
 from pretune.errors import PretuneError
 from pretune.models.generate import stream
 from pretune.models.overrides import quiet_transformers
 from pretune.models.start import resolve_start
-from pretune.tasks.generation import Generation, generate_for, open_generator, read_sources
+from pretune.tasks.generation import Generation, generate_for, open_generator
 from pretune.train.runtime import resolve_device
 
 

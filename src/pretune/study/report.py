@@ -110,7 +110,8 @@ def write_results_csv(path: Path, results: list[dict]) -> None:
     """One row per run; stable columns: RESULT_COLUMNS, other keys sorted, list columns last."""
     keys = {k for r in results for k in r}
     extra = sorted(keys - set(RESULT_COLUMNS) - set(LIST_COLUMNS))
-    cols = RESULT_COLUMNS + extra + LIST_COLUMNS
+    # labels / confusion always (stable for classification studies), examples when present
+    cols = RESULT_COLUMNS + extra + [c for c in LIST_COLUMNS if c != "examples" or c in keys]
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(cols)

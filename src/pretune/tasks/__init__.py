@@ -35,6 +35,7 @@ def get_kind(name: str) -> TaskKind:
 _BY_ARCHITECTURE = {kind.auto_class.removeprefix("AutoModel"): kind for kind in KINDS.values()}
 _BY_ARCHITECTURE["ForConditionalGeneration"] = KINDS["generation"]  # T5, BART
 _BY_ARCHITECTURE["MTModel"] = KINDS["generation"]  # Marian
+_BY_ARCHITECTURE["LMHeadModel"] = KINDS["generation"]  # GPT2LMHeadModel
 
 
 def kind_of_model_dir(path: Path) -> TaskKind:

@@ -42,12 +42,13 @@ from pretune.data.pairs import (
     Source,
     apply_gen_budget,
     encode_pairs,
+    head_text,
     load_gen_task,
     read_pairs,
+    read_sources,
     space_marks_words,
     task_name,
 )
-from pretune.data.rows import open_text, read_rows
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import generation_metrics
 from pretune.models.archs import objective_for
@@ -202,7 +203,7 @@ class Generation(TaskKind):
         if any(o.get("skipped") for o in outputs):  # validation by loss: nothing generated
             return generation_metrics([], [], nll, tokens)
         out = generation_metrics(list(split.targets), texts, nll, tokens)
-        out["examples"] = [{"input": _head(s), "target": t, "generated": g} for s, t, g in
+        out["examples"] = [{"input": head_text(s), "target": t, "generated": g} for s, t, g in
                            zip(split.sources[:N_EXAMPLES], split.targets, texts, strict=False)]
         return out
 
@@ -384,12 +385,6 @@ class Generation(TaskKind):
         return len(texts)
 
 
-def _head(source: Source, n: int = 160) -> str:
-    text = source if isinstance(source, str) else " / ".join(m["content"] for m in source)
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def generate_for(model: nn.Module, p: GenProcessor, sources: list[Source],
                  device: torch.device) -> list[str]:
     """Generations for sources (prompts built like training's, room kept for the output)."""
@@ -436,40 +431,3 @@ def open_generator(path: Path) -> Saved:
     empty = GenSplit([], [])
     task = GenTask(info.get("task", path.name), empty, empty, empty, fmt.template)
     return Saved(path, model, proc, task, info)
-
-
-def chat_turns(value: Any, where: str, field: str) -> list[dict[str, str]]:
-    """The turns to answer of a chat row (a trailing assistant turn, the answer, dropped)."""
-    if isinstance(value, str):  # csv / tsv cells hold JSON text
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            value = None
-    if not isinstance(value, list) or not value or not all(
-            isinstance(m, dict) and "role" in m and "content" in m for m in value):
-        raise PretuneError(f"{where}: {field!r} must be a list of {{role, content}} messages")
-    turns = [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
-    return turns[:-1] if turns[-1]["role"] == "assistant" and len(turns) > 1 else turns
-
-
-def read_sources(input: str, cfg: GenTaskConfig) -> list[Source]:
-    """Inputs to generate for: a .txt (one per line; ``-`` reads stdin), or csv/tsv/jsonl/
-    parquet with ``task.input_field`` (or chat ``messages``, the turns to answer)."""
-    if is_builtin(input):
-        raise PretuneError(f"generate reads a .txt / .jsonl / .csv file or stdin, not {input}")
-    if input == "-":
-        return [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-    path = Path(input)
-    if not path.is_file():
-        raise PretuneError(f"input file {path} not found")
-    if path.suffix.lower() == ".txt":
-        with open_text(path, cfg.encoding) as f:
-            return [line.rstrip("\r\n") for line in f if line.strip()]
-    rows, cols = read_rows(path, cfg.format, cfg.encoding)
-    if cfg.messages_field in cols:
-        return [chat_turns(r.get(cfg.messages_field), f"{path} row {i}", cfg.messages_field)
-                for i, r in enumerate(rows, start=1)]
-    if cfg.input_field not in cols:
-        raise PretuneError(f"{path} has no column {cfg.input_field!r} (columns: "
-                           f"{', '.join(cols[:12])}); set task.input_field")
-    return [str(r[cfg.input_field] or "") for r in rows]
