@@ -22,6 +22,7 @@ from torch import Tensor
 from pretune.config import ImageAugmentConfig, ImageDataConfig
 from pretune.data.augment import augment_images, mix_batch
 from pretune.data.builtin import builtin_path
+from pretune.data.rows import check_budget
 from pretune.data.stream import EpochCursor
 from pretune.errors import PretuneError
 
@@ -361,9 +362,7 @@ def apply_image_budget(task: ImageTask, budget: int | None, seed: int) -> ImageT
     if budget is None:
         return task
     n = len(task.train)
-    if budget > n:
-        raise PretuneError(f"data.budget={budget} is larger than the {n} training images of "
-                           f"{task.name}; lower the budget")
+    check_budget(budget, n, "images", task.name, key="data.budget", fix="lower the budget")
     if task.train.y is None or budget == n:
         keep = np.sort(np.random.default_rng(seed).choice(n, budget, replace=False))
         return replace(task, train=task.train.subset(keep), budget=budget)

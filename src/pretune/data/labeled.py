@@ -19,7 +19,7 @@ import numpy as np
 from pretune.config import TaskConfig, config_hash
 from pretune.data.builtin import is_builtin
 from pretune.data.builtin_tasks import builtin_info, builtin_rows
-from pretune.data.rows import name_of, read_rows
+from pretune.data.rows import check_budget, name_of, read_rows
 from pretune.errors import PretuneError
 
 TaskType = Literal["single_label", "multi_label", "regression"]
@@ -213,11 +213,7 @@ def apply_budget(task: LabeledTask, budget: int | None, seed: int) -> LabeledTas
     if budget is None:
         return task
     n = len(task.train)
-    if budget > n:
-        raise PretuneError(
-            f"task.budget={budget} is larger than the {n} training examples of {task.name}; "
-            "lower the budget or use 'all'"
-        )
+    check_budget(budget, n, "examples", task.name)
     if budget == n:
         return replace(task, budget=budget)
     rng = np.random.default_rng(seed)

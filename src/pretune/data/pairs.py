@@ -25,7 +25,7 @@ import numpy as np
 from pretune.config import GenTaskConfig
 from pretune.config.base import config_hash
 from pretune.data.builtin import builtin_path, is_builtin
-from pretune.data.rows import name_of, open_text, read_rows
+from pretune.data.rows import check_budget, name_of, open_text, read_rows
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import rouge_l
 
@@ -202,9 +202,7 @@ def apply_gen_budget(task: GenTask, budget: int | None, seed: int) -> GenTask:
     if budget is None:
         return task
     n = len(task.train)
-    if budget > n:
-        raise PretuneError(f"task.budget={budget} is larger than the {n} training examples of "
-                           f"{task.name}; lower the budget or use 'all'")
+    check_budget(budget, n, "examples", task.name)
     idx = np.random.default_rng(seed).choice(n, budget, replace=False)
     return replace(task, train=task.train.subset(sorted(idx)), budget=budget)
 

@@ -26,6 +26,14 @@ def name_of(path: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
+def check_budget(budget: int, n: int, what: str, task: str, key: str = "task.budget",
+                 fix: str = "lower the budget or use 'all'") -> None:
+    """A label budget larger than the training split is an error naming the key and the fix."""
+    if budget > n:
+        raise PretuneError(f"{key}={budget} is larger than the {n} training {what} of {task}; "
+                           f"{fix}")
+
+
 def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
     """Open a (possibly compressed) labeled file strictly in ``encoding``: a label file with
     bad bytes is an error to fix, not something to guess around (corpora use replacement)."""

@@ -25,7 +25,7 @@ from pretune.config import TagTaskConfig, config_hash
 from pretune.data import peoples_daily
 from pretune.data.builtin import builtin_path, is_builtin
 from pretune.data.cjk import CJK_CHAR, CJK_CHARS, has_cjk
-from pretune.data.rows import COMPRESSIONS, decode_error, name_of, open_text
+from pretune.data.rows import COMPRESSIONS, check_budget, decode_error, name_of, open_text
 from pretune.errors import PretuneError
 
 BUILTIN_TAG_TASKS = ("wnut16", "peoples-daily-ner")
@@ -297,9 +297,7 @@ def apply_tag_budget(task: TagTask, budget: int | None, seed: int) -> TagTask:
     if budget is None:
         return task
     n = len(task.train)
-    if budget > n:
-        raise PretuneError(f"task.budget={budget} is larger than the {n} training sentences of "
-                           f"{task.name}; lower the budget or use 'all'")
+    check_budget(budget, n, "sentences", task.name)
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
     for t in task.entity_types:
