@@ -5,8 +5,11 @@ the typed result row each one leaves.
 A modality's setup (``phases.text_setup``, ``vision.image_setup``) runs the phases before the
 matrix and hands over a ``Setup``: the starts as model specs, the tasks (loaded once), the
 report's extra sections. Every cell then calls the one fine-tuning path, ``finetune``.
-Every finished cell is a JSON file under ``runs/<study>/cells/``, written atomically, so a
-rerun skips finished cells and retries failed ones; nothing is dropped silently.
+Every finished cell is a JSON file under ``runs/<study>/cells/``, written atomically, with
+the fingerprint of its inputs (``identity``: its fine-tuning config, the task data's content,
+the start's weights and tokenizer). A rerun reuses a finished cell only when that fingerprint
+is unchanged, reruns the cells whose inputs changed and retries failed ones; nothing is
+dropped silently.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pretune.config import (
 from pretune.errors import PretuneError
 from pretune.finetune.result import FinetuneResult
 from pretune.finetune.run import finetune
+from pretune.study.identity import config_identity, digest, source_identity, task_identity
 
 ZERO_SHOT = "zero-shot"
 
@@ -275,6 +279,32 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+class Fingerprints:
+    """The fingerprint of each cell's inputs; task and start identities hashed once."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.tasks = {name: task_identity(t) for name, t in setup.tasks.items()}
+        self.starts = {name: [source_identity(s.name), source_identity(s.tokenizer)]
+                       for name, s in setup.starts.items()}
+
+    def __call__(self, cell: Cell, ft: FinetuneConfig) -> str:
+        return digest(config_identity(ft), self.tasks[cell.task], self.starts[cell.start])
+
+
+def _reusable(path: Path, fingerprint: str) -> tuple[dict[str, Any] | None, bool]:
+    """(the finished row to reuse, whether a finished row exists but ran with other inputs)."""
+    if not path.exists():
+        return None, False
+    row = json.loads(path.read_text())
+    if row.get("status") != "ok":
+        return None, False
+    if row.pop("fingerprint", None) != fingerprint:
+        return None, True
+    if row.get("budget_label") == ZERO_SHOT:
+        row["budget"] = 0  # cells written by an older pretune carried the train size
+    return row, False
+
+
 def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str]
               ) -> list[dict[str, Any]]:
     """Run (or reuse) every cell; each finished cell is written atomically. Returns the rows."""
@@ -282,21 +312,29 @@ def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str]
     cells = plan_cells(cfg)
     features_cache: dict = {}  # scikit-learn probe features, shared by the cells of a start
     rows: list[dict[str, Any]] = []
+    fingerprint_of = Fingerprints(setup)
+    todo: list[tuple[int, Cell, FinetuneConfig, str]] = []
+    stale = 0
     for i, cell in enumerate(cells, 1):
+        ft = cell_config(cfg, cell, setup, out)
+        fp = fingerprint_of(cell, ft)
+        row, changed = _reusable(cells_dir / f"{cell.key}.json", fp)
+        stale += changed
+        if row is not None:
+            rows.append(row)
+        else:
+            todo.append((i, cell, ft, fp))
+    if stale:
+        print(f"note: {stale} finished cells ran with other inputs (settings, task data or start "
+              "weights changed since); they run again", flush=True)
+    for i, cell, ft, fp in todo:
         path = cells_dir / f"{cell.key}.json"
-        if path.exists():
-            row = json.loads(path.read_text())
-            if row.get("budget_label") == ZERO_SHOT:
-                row["budget"] = 0  # cells written by an older pretune carried the train size
-            if row.get("status") == "ok":
-                rows.append(row)
-                continue
         done: Row | None = None
         for attempt in range(cfg.retries + 1):
             t0 = time.perf_counter()
             try:
-                result = finetune(cell_config(cfg, cell, setup, out), overwrite=True,
-                                  task=setup.loaded[cell.task], features_cache=features_cache)
+                result = finetune(ft, overwrite=True, task=setup.loaded[cell.task],
+                                  features_cache=features_cache)
                 if result.stopped_reason == "interrupted":
                     raise KeyboardInterrupt  # Ctrl-C cut training short: not a finished cell
                 done = result_row(cell, result, setup.loaded[cell.task].labels)
@@ -310,8 +348,8 @@ def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str]
                 print(f"  cell {cell.key} crashed (attempt {attempt + 1}): {done.error}")
         assert done is not None
         row = done.as_dict()
-        _atomic_write_json(path, row)
-        rows.append(row)
+        _atomic_write_json(path, row | {"fingerprint": fp})
+        rows.insert(i - 1, row)  # rows keep the plan's order
         metric = metrics[cell.task]
         score = row.get(metric, float("nan"))
         print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | "

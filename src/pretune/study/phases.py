@@ -19,6 +19,14 @@ from pretune.data.shards import PackedTokens
 from pretune.errors import PretuneError
 from pretune.finetune.run import finetune
 from pretune.study.contamination import ngram_overlap
+from pretune.study.identity import (
+    config_identity,
+    digest,
+    source_identity,
+    stamp_matches,
+    task_identity,
+    write_stamp,
+)
 from pretune.study.matrix import Phase, Setup, StartSpec, task_label
 from pretune.tasks import get_kind
 from pretune.train.checkpoint import latest_checkpoint
@@ -45,12 +53,24 @@ def loop_history(path: Path) -> list[dict]:
 
 
 def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Phase]) -> Path:
+    """Run, resume or reuse a pre-training phase. Reused only when its inputs (the config and
+    the prepared data's or starting checkpoint's content) are the ones it ran with; otherwise
+    it starts over, and the probes and cells that read its checkpoints follow (their own
+    fingerprints hash those weights)."""
     run_dir = Path(pcfg.output_dir) / pcfg.name
     final = run_dir / "final"
-    if not (final / "config.json").exists():
-        # resume only from a complete checkpoint; a run that died before its first one restarts
-        resume = latest_checkpoint(run_dir / "checkpoints") is not None
+    fingerprint = digest(config_identity(pcfg), source_identity(pcfg.model.name),
+                         source_identity(pcfg.data) if isinstance(pcfg.data, str)
+                         else [source_identity(s.path) for s in pcfg.data.sources])
+    current = stamp_matches(run_dir, fingerprint)
+    if run_dir.exists() and not current:
+        print(f"== {label}: its config or data changed since {run_dir} was trained; "
+              "starting it over ==", flush=True)
+    if not current or not (final / "config.json").exists():
+        # resume only from a complete checkpoint of these inputs; else start (over)
+        resume = current and latest_checkpoint(run_dir / "checkpoints") is not None
         print(f"== {label}: {'resuming' if resume else 'starting'} ({pcfg.model.name}) ==", flush=True)
+        write_stamp(run_dir, fingerprint)
         pretrain(pcfg, resume=resume, overwrite=not resume)
         if not (final / "config.json").exists():  # SIGINT/SIGTERM: checkpointed, not finished
             print(f"{label} interrupted; run the same study command again to resume it")
@@ -169,6 +189,7 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
     targets: list[tuple[int, str, str | None]] = [(0, cfg.pretrain.model.name, str(checkpoints["tokenizer"]))]
     targets += [(s, str(p), None) for s, p in steps]
     probe = StrategyConfig(name="linear-probe", sklearn=True)
+    metric = "macro_f1" if cfg.finetune.metric == "auto" else cfg.finetune.metric
     t0 = time.perf_counter()
     rows = []
     for tname, task in loaded.items():
@@ -178,7 +199,12 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
                   flush=True)
             continue
         for step, model_name, tok in targets:
-            if (tname, step) in done:
+            # a cached probe is reused only for the same task data, checkpoint and settings
+            fp = digest(task_identity(task_cfg), config_identity(task_cfg), metric,
+                        source_identity(model_name), source_identity(tok),
+                        config_identity(cfg.finetune.train), config_identity(cfg.pretrain.model),
+                        probe_budget(cfg))
+            if done.get((tname, step), {}).get("fingerprint") == fp:
                 rows.append(done[(tname, step)])
                 continue
             ft = FinetuneConfig(
@@ -193,10 +219,10 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
                 save_model=False,
             )
             res = finetune(ft, overwrite=True, task=task)
-            metric = "macro_f1" if cfg.finetune.metric == "auto" else cfg.finetune.metric
             rows.append({"task": tname, "step": step, "checkpoint": model_name,
                          "tokens": step * tokens_per_step, "score": res.metrics.get(metric),
-                         "metric": metric, "seconds": round(res.seconds, 2)})
+                         "metric": metric, "seconds": round(res.seconds, 2),
+                         "fingerprint": fp})
             print(f"probe {tname} @ step {step}: {metric}={rows[-1]['score']:.3f}", flush=True)
             cache.write_text(json.dumps(rows + [r for k, r in done.items() if r not in rows], indent=1))
     cache.write_text(json.dumps(rows, indent=1))

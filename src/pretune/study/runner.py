@@ -42,9 +42,9 @@ def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> P
     if out.exists() and overwrite:
         shutil.rmtree(out)
     if saved_cfg.exists() and saved_cfg.read_text() != dump_yaml(cfg):
-        # Same name, different setup: finished cells may not be comparable. Keep them, but say so.
-        print(f"note: {saved_cfg} differs from this config; finished cells with matching keys are "
-              "reused (use --overwrite to start over)")
+        # Each phase and cell checks its own inputs: only what the change affects runs again.
+        print(f"note: {saved_cfg} differs from this config; phases and cells whose inputs "
+              "changed run again, the others are reused (--overwrite starts over)")
     (out / "cells").mkdir(parents=True, exist_ok=True)
     saved_cfg.write_text(dump_yaml(cfg))
     t_study = time.perf_counter()
