@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.conftest import rt_slice, write_csv
 
 from pretune.config import StudyConfig, load_config
 from pretune.study.identity import path_digest, source_identity
 from pretune.study.runner import run_study
-from tests.conftest import rt_slice, write_csv
 
 STUDY = """
 name: cache

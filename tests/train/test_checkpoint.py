@@ -20,7 +20,7 @@ from pretune.data.shards import PackedTokens
 from pretune.errors import PretuneError
 from pretune.models.registry import load_model, load_tokenizer_for
 from pretune.train import checkpoint as ckpt
-from pretune.train.loop import fit
+from pretune.train.loop import Evaluation, fit
 from pretune.train.objectives import BlockBatches, MaskingSpec, mlm_loss
 from pretune.train.runtime import default_save
 
@@ -192,3 +192,82 @@ def test_checkpoint_of_another_model_is_rejected(wp_artifact, tok, tmp_path: Pat
                                                                    "hidden_size": 64}}), "mlm", tok)
     with pytest.raises(PretuneError, match="another model"):
         ckpt.load_weights(other, tmp_path / "step-1")
+
+
+class _Crash(Exception):
+    pass
+
+
+def _scripted_eval(values: list[float]):
+    it = iter(values)
+    return Evaluation(lambda m: {"acc": next(it)}, metric="acc", mode="max", restore_best=True)
+
+
+def test_resuming_a_finished_run_is_a_no_op(wp_artifact, tok, tmp_path: Path):
+    loop = LoopConfig(max_steps=6, save_every=3, log_every=3, progress=False, tensorboard=False)
+    model, batches = _model_and_batches(wp_artifact, tok)
+    fit(model, mlm_loss, batches, loop, OptimConfig(schedule="constant"), tmp_path)
+    last = tmp_path / "checkpoints" / "step-6"
+    before = last.stat().st_mtime_ns, load_file(last / "model.safetensors")
+    model, batches = _model_and_batches(wp_artifact, tok)
+    res = fit(model, mlm_loss, batches, loop, OptimConfig(schedule="constant"), tmp_path,
+              resume=True)
+    assert res.already_finished and res.steps == 6 and res.stopped_reason == "max_steps"
+    assert last.stat().st_mtime_ns == before[0]  # not re-saved
+    assert not (tmp_path / "checkpoints" / "step-7").exists()
+    for k, v in model.state_dict().items():  # no extra optimizer step was taken
+        if k in before[1]:
+            assert torch.equal(v, before[1][k]), k
+
+
+def test_best_weights_survive_a_resume(wp_artifact, tok, tmp_path: Path):
+    """Best evaluation at step 4, checkpoints at 3 and 6 only, killed after step 6: the resumed
+    run still ends on step 4's weights, bitwise those of the uninterrupted run."""
+    loop = LoopConfig(max_steps=8, eval_every=2, save_every=3, keep_last=1, log_every=2,
+                      progress=False, tensorboard=False)
+    optim = OptimConfig(lr=3e-3)
+    model, batches = _model_and_batches(wp_artifact, tok)
+    fit(model, mlm_loss, batches, loop, optim, tmp_path / "full",
+        evaluate=_scripted_eval([0.5, 0.9, 0.6, 0.7]))
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+
+    model, batches = _model_and_batches(wp_artifact, tok)
+    calls = {"n": 0}
+
+    def dies_after_step_6(m, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise _Crash
+        return mlm_loss(m, batch)
+
+    with pytest.raises(_Crash):
+        fit(model, dies_after_step_6, batches, loop, optim, tmp_path / "cut",
+            evaluate=_scripted_eval([0.5, 0.9, 0.6, 0.7]))
+    root = tmp_path / "cut" / "checkpoints"
+    assert (root / "latest").read_text().strip() == "step-6" and not (root / "step-4").exists()
+    assert (root / "best-step-4.safetensors").is_file()
+    model, batches = _model_and_batches(wp_artifact, tok)
+    res = fit(model, mlm_loss, batches, loop, optim, tmp_path / "cut",
+              evaluate=_scripted_eval([0.7]), resume=True)
+    assert (res.best_step, res.steps) == (4, 8)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, reference[k]), k
+
+
+def test_stale_temp_entries_of_killed_saves_are_cleaned(wp_artifact, tok, tmp_path: Path):
+    loop = LoopConfig(max_steps=2, save_every=2, progress=False, tensorboard=False)
+    model, batches = _model_and_batches(wp_artifact, tok)
+    fit(model, mlm_loss, batches, loop, OptimConfig(), tmp_path)
+    root = tmp_path / "checkpoints"
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    (root / f".tmp-step-3-{dead}").mkdir()
+    (root / f".tmp-step-3-{dead}" / "model.safetensors").write_bytes(b"x" * 1000)
+    (root / f".latest-{dead}").write_text("step-3\n")
+    (root / f".tmp-step-3-{os.getppid()}").mkdir()  # a live process's save: left alone
+    model, batches = _model_and_batches(wp_artifact, tok)
+    fit(model, mlm_loss, batches, LoopConfig(max_steps=4, save_every=2, progress=False,
+                                             tensorboard=False), OptimConfig(), tmp_path,
+        resume=True)
+    names = {p.name for p in root.iterdir()}
+    assert f".tmp-step-3-{dead}" not in names and f".latest-{dead}" not in names
+    assert f".tmp-step-3-{os.getppid()}" in names

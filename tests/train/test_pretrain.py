@@ -32,7 +32,7 @@ def _cfg(tmp_path: Path, artifact: Path, model: ModelConfig, **loop) -> Pretrain
                           train=train, val_batches=2)
 
 
-def test_bert_mlm_end_to_end(wp_artifact, tmp_path: Path):
+def test_bert_mlm_end_to_end(wp_artifact, tmp_path: Path, capsys):
     cfg = _cfg(tmp_path, wp_artifact, TINY_BERT)
     final = pretrain(cfg)
     run = final.parent
@@ -59,6 +59,12 @@ def test_bert_mlm_end_to_end(wp_artifact, tmp_path: Path):
     # Existing run without --resume/--overwrite: error; --overwrite replaces it.
     with pytest.raises(PretuneError, match="--resume"):
         pretrain(cfg)
+    # --resume of the finished run: a no-op that says so (no extra step, final/ untouched)
+    mtime = (final / "model.safetensors").stat().st_mtime_ns
+    pretrain(cfg, resume=True)
+    assert "already finished at step 20" in capsys.readouterr().out
+    assert (final / "model.safetensors").stat().st_mtime_ns == mtime
+    assert json.loads((run / "summary.json").read_text())["steps"] == 20
     # --resume with a longer budget continues from step 20.
     longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 25})})
     pretrain(longer, resume=True)

@@ -29,6 +29,8 @@ from pretune.errors import PretuneError
 STATE_FILE = "trainer_state.pt"
 EXTRA_WEIGHTS = "trainable.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_TEMP = re.compile(r"^\.(?:tmp-step-\d+|old-step-\d+|latest|best-tmp)-(\d+)(?:\.safetensors)?$")
+_BEST = re.compile(r"^best-step-(\d+)\.safetensors$")
 
 
 def rng_state() -> dict[str, Any]:
@@ -118,6 +120,55 @@ def prune(root: Path, keep_last: int, keep_steps: set[int]) -> None:
     for s, d in dirs:
         if s not in keep:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(root: Path) -> list[str]:
+    """Remove what killed saves left behind (``.tmp-step-N-<pid>/``, ``.latest-<pid>``...)
+    when the process that wrote it is gone; returns their names."""
+    removed = []
+    if not root.is_dir():
+        return removed
+    for p in root.iterdir():
+        m = _TEMP.match(p.name)
+        if m and (int(m.group(1)) == os.getpid() or not _alive(int(m.group(1)))):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed
+
+
+def save_best(root: Path, step: int, state: dict[str, torch.Tensor]) -> None:
+    """The best evaluation's weights as ``best-step-N.safetensors`` (written before the
+    checkpoint that records ``best_step=N``, so a resumed run always finds them)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"best-step-{step}.safetensors"
+    if path.is_file():
+        return
+    tmp = root / f".best-tmp-{os.getpid()}.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"step": str(step)})
+    os.replace(tmp, path)
+
+
+def prune_best(root: Path, keep: int | None) -> None:
+    """Drop best-weights files other than the ``keep`` step's (after a checkpoint records it)."""
+    for p in root.glob("best-step-*.safetensors"):
+        m = _BEST.match(p.name)
+        if m and int(m.group(1)) != keep:
+            p.unlink(missing_ok=True)
+
+
+def load_best(root: Path, step: int) -> dict[str, torch.Tensor] | None:
+    path = root / f"best-step-{step}.safetensors"
+    return load_file(str(path)) if path.is_file() else None
 
 
 def latest_checkpoint(root: Path) -> Path | None:

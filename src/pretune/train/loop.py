@@ -76,10 +76,14 @@ def fit(
         evaluate = Evaluation(evaluate)
     run = _Run.setup(model, loss_fn, batches, loop, optim, out_dir, param_groups, evaluate,
                      hooks or Hooks(), save_fn or default_save, tokens_per_batch or default_tokens)
+    if run.is_main and run.root is not None:
+        ckpt.clean_stale(run.root)  # temp dirs of saves a kill cut short
     if resume:
         run.restore()
     st = run.state
     epoch_limit = math.ceil(loop.epochs * len(batches)) if loop.epochs else None
+    if resume:
+        run.check_finished(epoch_limit)  # a spent budget trains no further step
     flag = {"stop": False}
     empty_epochs = 0
     fresh_epoch = not resume  # a resumed stream is already positioned inside its epoch
@@ -153,6 +157,7 @@ class _Run:
     last_saved: int = -1
     evaluations: int = 0
     best_state: dict[str, Tensor] | None = None
+    already_finished: bool = False
     t0: float = 0.0
     window_t0: float = 0.0
     window_tokens: int = 0
@@ -218,6 +223,23 @@ class _Run:
         ckpt.set_rng_state(saved["rng"])
         if self.state.total_steps is not None:
             self.schedule.set_total(self.state.total_steps)
+        if self.evaluation is not None and self.evaluation.restore_best \
+                and self.state.best_step is not None:
+            self.best_state = ckpt.load_best(self.root, self.state.best_step)
+
+    def check_finished(self, epoch_limit: int | None) -> None:
+        """After a resume: a checkpoint taken when a budget (or patience) was already spent is
+        a finished run; ``fit`` then only finishes (no extra step, no re-save)."""
+        st, loop = self.state, self.loop
+        self.check_budgets(epoch_limit)
+        if not self.stopped and loop.max_minutes and st.elapsed >= 60 * loop.max_minutes:
+            self.stopped = "max_minutes"
+        patience = loop.early_stopping_patience
+        if not self.stopped and patience and st.bad_evals >= patience:
+            self.stopped = "early_stopping"
+        if self.stopped:
+            self.already_finished = True
+            self.last_saved = st.step  # the checkpoint it resumed from is this step
 
     def start_clock(self) -> None:
         self.log = RunLog(self.out_dir, self.loop, self.is_main, self.state.step,
@@ -368,8 +390,12 @@ class _Run:
             # The best scored checkpoint survives pruning.
             sign = -1.0 if self.evaluation is not None and self.evaluation.mode == "max" else 1.0
             keep = {min(scored, key=lambda s: sign * scored[s])} if scored else set()
+            if self.best_state is not None and st.best_step is not None:
+                # restore_best: a resumed run must still end on these weights
+                ckpt.save_best(self.root, st.best_step, self.best_state)
             path = ckpt.save_checkpoint(self.root, st.step, self.model, self.save_fn, state,
                                         self.loop.keep_last, keep)
+            ckpt.prune_best(self.root, st.best_step)
         if self.world > 1:
             dist.barrier()
         return path
@@ -388,14 +414,25 @@ class _Run:
         ev = self.evaluation
         if ev is not None and ev.restore_best and st.best_step is not None \
                 and st.best_step != st.step:
-            best_dir = self.root / f"step-{st.best_step}" if self.root is not None else None
-            if self.best_state is None and best_dir is not None and best_dir.is_dir():
-                ckpt.load_weights(self.model, best_dir)
-            elif self.best_state is not None:
-                self.model.load_state_dict(self.best_state)
+            self._restore_best()
         return FitResult(steps=st.step, tokens=st.tokens, seconds=time.perf_counter() - self.t0,
                          history=st.history, best_metric=st.best_metric, best_step=st.best_step,
-                         stopped_reason=self.stopped, last_checkpoint=last_path)
+                         stopped_reason=self.stopped, last_checkpoint=last_path,
+                         already_finished=self.already_finished)
+
+    def _restore_best(self) -> None:
+        """The best evaluation's weights back into the model: kept in memory, or (a resumed
+        run) from ``best-step-N.safetensors`` or the step's checkpoint."""
+        step = self.state.best_step
+        if self.best_state is None and self.root is not None:
+            self.best_state = ckpt.load_best(self.root, step)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        elif self.root is not None and (self.root / f"step-{step}").is_dir():
+            ckpt.load_weights(self.model, self.root / f"step-{step}")
+        else:
+            raise PretuneError(f"the best weights (step {step}) were not kept; rerun without "
+                               "--resume")
 
 
 class _LossModule(nn.Module):

@@ -169,6 +169,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
                   "continue with --resume")
         return result.last_checkpoint or run_dir
     final = run_dir / "final"
+    if result.already_finished and (final / "config.json").is_file():
+        if rank == 0:
+            print(f"{run_dir} already finished at step {result.steps:,} "
+                  f"({result.stopped_reason}); nothing to do: {final}")
+        return final
     if rank == 0:
         _write_final(final, model, save_fn, result, cfg, objective, corpus, artifact, seconds,
                      last_train_loss(), last["val_loss"])

@@ -112,6 +112,13 @@ def pretrain_images(cfg: ImagePretrainConfig, overwrite: bool = False, resume: b
         print(f"interrupted at step {result.steps}; checkpoint {result.last_checkpoint}; "
               "continue with --resume")
         raise KeyboardInterrupt
+    if result.already_finished and (out / "model" / "config.json").is_file() \
+            and (out / "metrics.json").is_file():
+        done = json.loads((out / "metrics.json").read_text())
+        print(f"{out} already finished at step {result.steps:,} ({result.stopped_reason}); "
+              f"nothing to do: {out / 'model'}")
+        return ImagePretrainResult(out / "model", done["val"], done["timing"]["seconds"],
+                                   result.steps, result.tokens)
     export(net, out / "model")
     last = next((h for h in reversed(result.history) if h["kind"] == "eval"), {})
     metrics = {k: v for k, v in last.items() if k not in ("kind", "step", "tokens")}

@@ -84,3 +84,4 @@ class FitResult:
     best_step: int | None = None
     stopped_reason: str = ""
     last_checkpoint: Path | None = None
+    already_finished: bool = False  # resumed from a checkpoint whose budget was spent
