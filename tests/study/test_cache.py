@@ -4,10 +4,10 @@ fine-tuning config. A change reruns exactly what it affects."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
-from tests.conftest import rt_slice, write_csv
 
 from pretune.config import StudyConfig, load_config
 from pretune.study.identity import path_digest, source_identity
@@ -33,10 +33,18 @@ finetune:
 """
 
 
+def write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 @pytest.fixture
-def setup(tmp_path, monkeypatch):
+def setup(tmp_path, monkeypatch, rt_rows):
     monkeypatch.chdir(tmp_path)
-    task = write_csv(tmp_path / "rt.csv", rt_slice(120))
+    task = write_csv(tmp_path / "rt.csv", rt_rows[:120])
     (tmp_path / "s.yaml").write_text(STUDY)
 
     def cfg(*overrides: str) -> StudyConfig:
@@ -69,7 +77,7 @@ def test_changed_task_contents_rerun_its_cells_and_probes(setup, capsys):
     tmp, task, cfg = setup
     out = run_study(cfg())
     cells, probes, final = _stamps(out)
-    rows = rt_slice(120)
+    rows = [dict(r) for r in csv.DictReader(task.open())]
     rows[0]["label"] = "fresh" if rows[0]["label"] == "rotten" else "rotten"
     write_csv(task, rows)  # same path, other contents
     capsys.readouterr()
