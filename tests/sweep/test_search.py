@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
+import subprocess
+import sys
 
 import numpy as np
 import optuna
@@ -96,8 +97,6 @@ def test_kfold_sweep_optimises_the_cv_mean(make_sweep, base_cfg, tmp_path):
     cfg = make_sweep(name="cv", sampler="random", n_trials=2, kfold=3, seed=1,
                      base=base.model_dump(mode="json"), space={"train.seed": [0, 1, 2]})
     root = tmp_path / "runs" / "cv"
-    root.mkdir(parents=True)
-    (root / ".lock").write_text("999999999")  # left by a dead process: taken over
     run_sweep(cfg)
     for r in rows(root):
         cv = json.loads((root / "trials" / r["number"] / "cv.json").read_text())
@@ -106,7 +105,6 @@ def test_kfold_sweep_optimises_the_cv_mean(make_sweep, base_cfg, tmp_path):
         assert float(r["value"]) == pytest.approx(np.mean(folds)) == pytest.approx(cv["mean"])
         assert float(r["std"]) == pytest.approx(np.std(folds, ddof=1))
     assert "3-fold cross-validation mean" in (root / "report.html").read_text()
-    assert not (root / ".lock").exists()
 
 
 def test_sweep_input_errors(make_sweep, tmp_path):
@@ -118,11 +116,17 @@ def test_sweep_input_errors(make_sweep, tmp_path):
     base = make_sweep().base.model_copy(update={"task": no_val})
     with pytest.raises(PretuneError, match="needs a validation split"):
         run_sweep(make_sweep(name="e3", base=base.model_dump(mode="json")))
-    root = tmp_path / "runs" / "e4"
-    root.mkdir(parents=True)
-    (root / ".lock").write_text(str(os.getppid()))  # a live process holds it
-    with pytest.raises(PretuneError, match="is being run by process"):
-        run_sweep(make_sweep(name="e4"))
+    holder = subprocess.Popen(  # another process runs sweep e4
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from pretune.train."
+         "rundir import run_lock\nwith run_lock(Path(sys.argv[1])):\n print('held', flush=True)"
+         "; time.sleep(60)", str(tmp_path / "runs" / "e4")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(PretuneError, match=f"e4 is in use by pid {holder.pid}"):
+            run_sweep(make_sweep(name="e4"))
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_median_pruner_stops_a_trial_below_the_median():

@@ -12,16 +12,28 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from pretune.errors import PretuneError
 
 # The task kinds, in the order the docs list them (each is one module under pretune.tasks); a
 # task config is tagged with its kind, and a tagged union puts the tag in error locations.
 TASK_KINDS = ("text-classification", "image-classification", "token-classification", "generation")
+
+
+def _run_name(value: str) -> str:
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0") \
+            or value != value.strip():
+        raise ValueError(f"'{value}' is not a plain directory name (empty, '/', '.' or '..'); "
+                         "runs are written to <output_dir>/<name>, so name one folder")
+    return value
+
+
+# A run's directory name under output_dir: never empty, never a path (--overwrite deletes it).
+RunName = Annotated[str, AfterValidator(_run_name)]
 
 
 class Section(BaseModel):

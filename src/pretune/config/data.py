@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from pretune.config.base import Section
+from pretune.config.base import RunName, Section
 
 
 class SourceConfig(Section):
@@ -48,7 +48,7 @@ class TokenizerConfig(Section):
 class PrepareConfig(Section):
     """``pretune prepare``: corpus -> clean -> tokenizer -> packed memmap shards."""
 
-    name: str = "corpus"
+    name: RunName = "corpus"
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(path="builtin:news")])
     clean: CleanConfig = CleanConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from pretune.config.base import Section, deep_merge
+from pretune.config.base import RunName, Section, deep_merge
 from pretune.config.tasks import (
     KIND_SKLEARN_PROBE,
     KIND_STRATEGIES,
@@ -79,7 +79,7 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 class FinetuneConfig(Section):
     """``pretune finetune``: adapt a starting model to a labeled task of any kind."""
 
-    name: str = "finetune"
+    name: RunName = "finetune"
     output_dir: str = "runs"
     model: ModelConfig = ModelConfig(name="builtin:minilm")
     # Tokenizer for a registry-name start (random init); checkpoints bring their own.

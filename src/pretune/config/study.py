@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from pretune.config.base import Section, apply_overrides, load_config, load_yaml, paths_shorthand
+from pretune.config.base import (
+    RunName,
+    Section,
+    apply_overrides,
+    load_config,
+    load_yaml,
+    paths_shorthand,
+)
 from pretune.config.data import PrepareConfig
 from pretune.config.finetune import FinetuneConfig, StrategyConfig
 from pretune.config.tasks import (
@@ -31,7 +38,7 @@ class MatrixConfig(Section):
     """What every study shares, text or image: the matrix of starts x strategies x label
     budgets x seeds, the cells to skip, per-start fine-tuning settings and retries."""
 
-    name: str = "study"
+    name: RunName = "study"
     output_dir: str = "runs"
     # scratch | pretrained | continued (text) | hf:<dir> | builtin:minilm | <checkpoint dir>
     starts: list[str] = Field(default_factory=lambda: ["scratch", "pretrained"])
@@ -83,7 +90,7 @@ class ImageStudyConfig(MatrixConfig):
     fine-tune it and the same architecture from scratch on image tasks; the same report."""
 
     modality: Literal["image"] = "image"
-    name: str = "vision-study"
+    name: RunName = "vision-study"
     pretrain: ImagePretrainConfig | None = ImagePretrainConfig()
     # Defaults to [finetune.task] when not given, so one YAML also serves `finetune-images`.
     tasks: list[ImageDataConfig] = Field(default_factory=lambda: [ImageDataConfig()])

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pretune.config.base import Section, load_yaml
+from pretune.config.base import RunName, Section, load_yaml
 from pretune.config.finetune import FinetuneConfig
 from pretune.errors import PretuneError
 
@@ -35,7 +35,7 @@ class ParamSpec(Section):
 class SweepConfig(Section):
     """``pretune sweep``: Optuna / grid search (optionally k-fold CV) over a FinetuneConfig."""
 
-    name: str = "sweep"
+    name: RunName = "sweep"
     output_dir: str = "runs"  # the sweep lives in <output_dir>/<name>/ (optuna.db, trials/...)
     base: FinetuneConfig = FinetuneConfig()  # or a path to a finetune YAML
     space: dict[str, ParamSpec] = Field(default_factory=dict)  # dotted FinetuneConfig key -> spec

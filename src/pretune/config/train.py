@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pretune.config.base import Section
+from pretune.config.base import RunName, Section
 from pretune.config.data import PrepareConfig
 from pretune.config.tasks import ImageAugmentConfig, ImageDataConfig
 
@@ -66,7 +66,7 @@ class LoopConfig(Section):
 class PretrainConfig(Section):
     """``pretune pretrain``: MLM or CLM on packed shards, from scratch or continued."""
 
-    name: str = "pretrain"
+    name: RunName = "pretrain"
     output_dir: str = "runs"
     # A prepared artifact directory, or an inline prepare config (run first, cached).
     data: str | PrepareConfig = PrepareConfig()
@@ -83,7 +83,7 @@ class PretrainConfig(Section):
 class ImagePretrainConfig(Section):
     """``pretrain_images``: supervised or SimCLR pre-training of a ResNet/ViT on images."""
 
-    name: str = "vision-pretrain"
+    name: RunName = "vision-pretrain"
     output_dir: str = "runs"
     data: ImageDataConfig = ImageDataConfig(path="builtin:mnist-5k", val_fraction=0.1,
                                             test_fraction=0.0)

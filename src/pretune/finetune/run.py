@@ -32,7 +32,8 @@ from pretune.models.start import Start, resolve_start
 from pretune.tasks import get_kind
 from pretune.tasks.base import TaskKind
 from pretune.train.loop import Evaluation, Hooks, fit
-from pretune.train.runtime import prepare_run_dir, resolve_device
+from pretune.train.rundir import prepare_run_dir, run_lock
+from pretune.train.runtime import resolve_device
 
 
 def selection_metric(cfg: FinetuneConfig, kind: TaskKind, task: Any) -> str:
@@ -59,6 +60,13 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: Any | None =
     ``task``: a pre-loaded task (studies and folds load once). ``features_cache``: shared by
     the scikit-learn probes of one study or sweep. ``on_evaluate(i, val_metrics)`` runs after
     the i-th (0-based) validation of the loop; it may raise (a sweep prunes a trial so)."""
+    with run_lock(Path(cfg.output_dir) / cfg.name):
+        return _finetune(cfg, overwrite, task, features_cache, on_evaluate)
+
+
+def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
+              features_cache: dict | None,
+              on_evaluate: Callable[[int, dict[str, float]], None] | None) -> FinetuneResult:
     t0 = time.perf_counter()
     kind = get_kind(cfg.task.kind)
     start = resolve_start(cfg.model.name).require(kind.modality)

@@ -7,7 +7,6 @@ path), and the report; the training loop knows nothing about studies.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pretune.study.matrix import (
 from pretune.study.phases import text_setup
 from pretune.study.report import write_report
 from pretune.study.vision import image_setup
+from pretune.train.rundir import mark_run, remove_run, run_lock
 
 AUTO_METRIC = {"token-classification": "f1", "generation": "rougeL"}
 
@@ -38,9 +38,15 @@ def study_metrics(cfg: StudyConfig | ImageStudyConfig) -> dict[str, str]:
 def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> Path:
     """Run (or resume) the whole study; returns the report directory ``runs/<name>``."""
     out = Path(cfg.output_dir) / cfg.name
+    with run_lock(out):  # two identical studies at once would share one pre-training
+        return _run_study(cfg, out, overwrite)
+
+
+def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool) -> Path:
     saved_cfg = out / "study.yaml"
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
+    if overwrite:
+        remove_run(out)
+    mark_run(out)
     if saved_cfg.exists() and saved_cfg.read_text() != dump_yaml(cfg):
         # Each phase and cell checks its own inputs: only what the change affects runs again.
         print(f"note: {saved_cfg} differs from this config; phases and cells whose inputs "

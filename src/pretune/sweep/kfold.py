@@ -9,7 +9,6 @@ only on the task and ``task.split_seed``, so every trial of a sweep sees the sam
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pretune.errors import PretuneError
 from pretune.finetune.run import finetune, prepare_task, selection_metric
 from pretune.tasks import get_kind
 from pretune.tasks.base import TaskKind, scalars
+from pretune.train.rundir import mark_run, remove_run
 
 
 @dataclass
@@ -97,11 +97,11 @@ def cross_validate(cfg: FinetuneConfig, k: int, *, out_dir: str | Path | None = 
     if out.exists():
         if not overwrite:
             raise PretuneError(f"{out} already exists; pass --overwrite or choose another name=")
-        shutil.rmtree(out)
+        remove_run(out)
     task = prepare_task(cfg, task, kind)
     metric = metric or selection_metric(cfg, kind, task)
     folds = make_folds(kind, task, k, cfg.task.split_seed)
-    out.mkdir(parents=True)
+    mark_run(out)
     cache = features_cache if features_cache is not None else {}  # folds share the extractor
     scores: list[float] = []
     per_fold: list[dict[str, Any]] = []

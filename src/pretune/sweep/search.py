@@ -12,13 +12,9 @@ from driving one sweep at once.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +30,7 @@ from pretune.sweep.kfold import cross_validate, fold_indices
 from pretune.sweep.report import write_outputs
 from pretune.tasks import get_kind
 from pretune.tasks.base import TaskKind
+from pretune.train.rundir import mark_run, remove_run, run_lock
 
 # Settings that may change between runs of one sweep (how long/wide it runs, not what it does).
 RESUMABLE = {"n_trials", "timeout_minutes", "n_jobs", "save_models"}
@@ -45,44 +42,6 @@ def sweep_dir(cfg: SweepConfig) -> Path:
 
 
 # --------------------------------------------------------------------------- guards
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def _lock(root: Path) -> Iterator[None]:
-    """One process per sweep directory; a lock left by a dead process is taken over."""
-    path = root / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise PretuneError(f"sweep {root} is being run by process {pid}; wait for it to "
-                                   "finish or stop it, then run again to resume") from None
-            path.unlink(missing_ok=True)
-            continue
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        break
-    else:
-        raise PretuneError(f"cannot create the lock file {path}; check the directory permissions")
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -297,10 +256,10 @@ def run_sweep(cfg: SweepConfig, overwrite: bool = False) -> Path:
     Every trial is scored on the validation split (or the k-fold CV mean over train+val),
     never on the test split. ``overwrite`` deletes an existing sweep directory first."""
     root = sweep_dir(cfg)
-    if overwrite and root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with _lock(root):
+    with run_lock(root):
+        if overwrite:
+            remove_run(root)
+        mark_run(root)
         _check_same_sweep(root, cfg)
         kind = get_kind(cfg.base.task.kind)
         task = kind.load(cfg.base)

@@ -30,6 +30,7 @@ from pretune.models.backbone import Backbone
 from pretune.train import checkpoint as ckpt
 from pretune.train.logger import RunLog
 from pretune.train.runtime import (
+    LossModule,
     Schedule,
     agree,
     default_param_groups,
@@ -188,7 +189,7 @@ class _Run:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s))
         if loop.compile:
             Backbone(model).encoder.compile()  # in place: state_dict keys stay unchanged
-        net: nn.Module = _LossModule(model, loss_fn)
+        net: nn.Module = LossModule(model, loss_fn)
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -433,19 +434,6 @@ class _Run:
         else:
             raise PretuneError(f"the best weights (step {step}) were not kept; rerun without "
                                "--resume")
-
-
-class _LossModule(nn.Module):
-    """Wraps model + loss fn so DDP sees one forward (gradient sync needs DDP's forward even
-    when the loss calls sub-modules directly, as the sparse MLM head does)."""
-
-    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.loss_fn(self.model, batch)
 
 
 __all__ = ["BatchStream", "Evaluation", "FitResult", "Hooks", "TrainState", "fit"]

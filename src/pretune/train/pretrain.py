@@ -8,6 +8,7 @@ tokenizer and a model card), ``metrics.jsonl``, TensorBoard events and ``summary
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -30,6 +31,7 @@ from pretune.models.start import resolve_start
 from pretune.train import checkpoint as ckpt
 from pretune.train.loop import Evaluation, fit
 from pretune.train.objectives import BlockBatches, MaskingSpec, loss_for
+from pretune.train.rundir import mark_run, remove_run, run_lock
 from pretune.train.runtime import default_save, distributed
 
 
@@ -76,14 +78,20 @@ def pretrain_card(*, name: str, corpus: str, objective: str, model: nn.Module, s
 def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Pre-train ``cfg.model`` on ``cfg.data``; returns ``runs/<name>/final``."""
     run_dir = Path(cfg.output_dir) / cfg.name
+    # rank 0 holds the run; the other torchrun ranks train into it with rank 0
+    with run_lock(run_dir) if distributed()[0] == 0 else contextlib.nullcontext():
+        return _pretrain(cfg, run_dir, resume, overwrite)
+
+
+def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> Path:
     rank, world, _ = distributed()
     if run_dir.exists() and not resume and not overwrite and any(run_dir.iterdir()):
         raise PretuneError(
             f"{run_dir} already exists; pass --resume to continue it or --overwrite to replace it")
     if resume and ckpt.latest_checkpoint(run_dir / "checkpoints") is None:
         raise PretuneError(f"--resume: no checkpoint under {run_dir / 'checkpoints'} to resume from")
-    if overwrite and not resume and run_dir.exists() and rank == 0:
-        shutil.rmtree(run_dir)
+    if overwrite and not resume and rank == 0:
+        remove_run(run_dir)
 
     artifact = _artifact(cfg.data)
     train_tokens = PackedTokens(artifact, "train")
@@ -156,7 +164,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False)
             train_loss=last_train_loss(), val_loss=last["val_loss"]))
 
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        mark_run(run_dir)
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     t0 = time.perf_counter()
     result = fit(model, loss_fn, batches, cfg.train, cfg.optim, run_dir,

@@ -31,7 +31,7 @@ from pretune.tasks.image_classification import (
     image_outputs,
 )
 from pretune.train.loop import Evaluation, fit
-from pretune.train.runtime import prepare_run_dir
+from pretune.train.rundir import prepare_run_dir, run_lock
 
 
 @dataclass
@@ -59,6 +59,12 @@ def pretrain_images(cfg: ImagePretrainConfig, overwrite: bool = False, resume: b
                     ) -> ImagePretrainResult:
     """Pre-train ``cfg.model`` on ``cfg.data``: supervised classification, or SimCLR (NT-Xent
     on two augmented views; labels are optional and only used for the k-NN monitor)."""
+    with run_lock(Path(cfg.output_dir) / cfg.name):
+        return _pretrain_images(cfg, overwrite, resume)
+
+
+def _pretrain_images(cfg: ImagePretrainConfig, overwrite: bool, resume: bool
+                     ) -> ImagePretrainResult:
     t0 = time.perf_counter()
     out = prepare_run_dir(cfg.output_dir, cfg.name, overwrite, resume)
     simclr = cfg.objective == "simclr"

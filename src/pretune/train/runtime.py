@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,17 +37,6 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PretuneError(f"train.device={name} but no CUDA GPU is available; use device=auto")
     return torch.device(name)
-
-
-def prepare_run_dir(output_dir: str, name: str, overwrite: bool, resume: bool = False) -> Path:
-    """``<output_dir>/<name>``, created; an existing one needs ``overwrite`` (or ``resume``)."""
-    out = Path(output_dir) / name
-    if out.exists() and not resume:
-        if not overwrite:
-            raise PretuneError(f"{out} already exists; pass --overwrite or choose another name=")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def no_decay_ids(model: nn.Module) -> set[int]:
@@ -184,6 +172,19 @@ def agree(flag: bool, world: int, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+class LossModule(nn.Module):
+    """Wraps model + loss fn so DDP sees one forward (gradient sync needs DDP's forward even
+    when the loss calls sub-modules directly, as the sparse MLM head does)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, dict], Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.loss_fn(self.model, batch)
 
 
 def default_save(model: nn.Module, path: Path) -> None:
