@@ -161,3 +161,24 @@ def test_empty_text_rows_are_dropped_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="dropped 4 rows with an empty 'text'"):
         task = load_task(TaskConfig(path=str(path), test_size=12))
     assert len(task.train) + len(task.val) + len(task.test) == 60
+
+
+def test_a_class_with_one_example_stays_in_training(tmp_path, capsys):
+    rows = _rows(40, ("a", "b")) + [{"text": "the only c", "label": "c", "other": 0}]
+    task = load_task(TaskConfig(path=str(_write(tmp_path / "s.csv", rows, "csv"))))
+    c = task.labels.index("c")
+    assert task.train.labels.count(c) == 1 and c not in task.val.labels + task.test.labels
+    assert "single example (c): kept in training" in capsys.readouterr().err
+    # the other classes are still stratified: test holds a and b evenly
+    counts = Counter(task.test.labels)
+    assert set(counts) == {task.labels.index("a"), task.labels.index("b")}
+    assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_tasks_too_small_to_split_are_refused_with_counts(tmp_path):
+    two = _write(tmp_path / "two.csv", _rows(2, ("a", "b")), "csv")
+    with pytest.raises(PretuneError, match="2 labeled rows are too few to hold out"):
+        load_task(TaskConfig(path=str(two)))
+    three = _write(tmp_path / "three.csv", _rows(3, ("a", "b")), "csv")
+    with pytest.raises(PretuneError, match="3 labeled rows|too few to hold out 1 for validation"):
+        load_task(TaskConfig(path=str(three)))

@@ -145,6 +145,23 @@ def test_nan_loss_stops_with_last_good_checkpoint(setup, tmp_path: Path):
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step-10"
 
 
+def test_nan_is_caught_before_an_evaluation_between_log_lines(setup):
+    """eval_every=3 with log_every=100: the NaN check must run before the evaluation reads a
+    NaN model (scikit-learn metrics would raise 'Input contains NaN')."""
+    model, batches = setup()
+    evaluated = []
+
+    def loss_fn(m, batch):
+        return mlm_loss(m, batch) * float("nan")
+
+    loop = LoopConfig(max_steps=30, eval_every=3, log_every=100, progress=False,
+                      tensorboard=False)
+    with pytest.raises(PretuneError, match=r"loss became NaN at step 1"):
+        fit(model, loss_fn, batches, loop, OptimConfig(), None,
+            evaluate=lambda m: evaluated.append(1) or {"val_loss": 1.0})
+    assert evaluated == []
+
+
 def test_sigint_saves_and_exits_cleanly(setup, tmp_path: Path):
     model, batches = setup()
     calls = {"n": 0}

@@ -8,6 +8,7 @@ The label budget is a stratified subsample of the training split drawn with the 
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -196,16 +197,58 @@ def _strata(labels: list[Any], kind: TaskType) -> list[Any] | None:
     return keys if min(counts.values()) >= 2 and len(counts) > 1 else None
 
 
-def _split(split: Split, size: int | float, seed: int, kind: TaskType) -> tuple[Split, Split]:
+def held_count(size: int | float, n: int) -> int:
+    """Rows a held-out ``size`` takes from ``n`` (scikit-learn's rule: a fraction rounds up)."""
+    return size if isinstance(size, int) else int(np.ceil(size * n))
+
+
+def _split(split: Split, size: int | float, seed: int, kind: TaskType, what: str = "test"
+           ) -> tuple[Split, Split]:
+    """(kept, held out ``size``), stratified by label. A single-label class with one example
+    stays in training (it cannot be in both), so every class is learnable."""
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(split))
-    strata = _strata(split.labels, kind)
+    n, n_held = len(split), held_count(size, len(split))
+    if not 0 < n_held < n:
+        fix = "task.test_size / task.test_fraction, or give a task.test file" if what == "test" \
+            else "task.val_fraction, or give a task.validation file"
+        raise PretuneError(f"{n} labeled rows are too few to hold out a {what} split (it would "
+                           f"take {n_held}); add rows, or change {fix}")
+    idx = np.arange(n)
+    rare: list[int] = []
+    if kind == "single_label" and what != "budget":
+        counts = Counter(split.labels)
+        rare = [i for i in idx if counts[split.labels[i]] < 2]
+        if rare:
+            idx = np.setdiff1d(idx, rare)
+            if len(idx) <= n_held:
+                raise PretuneError(f"{n} labeled rows are too few to hold out {n_held} for {what}"
+                                   f" with {len(rare)} classes of one example each; add rows")
+            size = n_held  # of the whole split, taken from the classes that can give some
+    strata = _strata([split.labels[i] for i in idx], kind)
     try:
         keep, held = train_test_split(idx, test_size=size, random_state=seed, stratify=strata)
     except ValueError:  # too few examples per class for the held-out size: plain random split
         keep, held = train_test_split(idx, test_size=size, random_state=seed)
-    return split.subset(sorted(keep)), split.subset(sorted(held))
+    return split.subset(sorted([*keep, *rare])), split.subset(sorted(held))
+
+
+def check_classes_in_train(task: LabeledTask) -> None:
+    """Every class must have a training example (a head for a class never seen is noise)."""
+    if task.type != "single_label":
+        return
+    counts = Counter(task.train.labels)
+    missing = [name for i, name in enumerate(task.labels) if not counts.get(i)]
+    if missing:
+        raise PretuneError(
+            f"{task.name}: after holding out test ({len(task.test)}) and validation "
+            f"({len(task.val)}) rows, training has {len(task.train)} rows and no example of "
+            f"{', '.join(missing[:5])}; add rows or lower task.test_size / task.val_fraction")
+    rare = [task.labels[i] for i, c in counts.items() if c == 1]
+    if rare:
+        print(f"note: {task.name}: {len(rare)} class(es) with a single example "
+              f"({', '.join(rare[:5])}): kept in training, absent from validation and test",
+              file=sys.stderr)
 
 
 def apply_budget(task: LabeledTask, budget: int | None, seed: int) -> LabeledTask:
@@ -240,7 +283,7 @@ def apply_budget(task: LabeledTask, budget: int | None, seed: int) -> LabeledTas
         else:
             # Stratified draw of the rest; the split's "held" part is the sample we keep.
             rest = Split([str(i) for i in rest_idx], [task.train.labels[i] for i in rest_idx])
-            _, held = _split(rest, remaining, seed, task.type)
+            _, held = _split(rest, remaining, seed, task.type, "budget")
             picked = np.asarray([int(t) for t in held.texts])
         chosen.extend(int(i) for i in picked)
     return replace(task, train=task.train.subset(sorted(chosen)), budget=budget)
@@ -329,7 +372,7 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> LabeledTask:
     if raw_val is not None:
         val = to_split(raw_val)
     elif cfg.val_fraction > 0:
-        train, val = _split(train, cfg.val_fraction, cfg.split_seed + 1, kind)
+        train, val = _split(train, cfg.val_fraction, cfg.split_seed + 1, kind, "validation")
     else:
         val = Split([], [], [] if train.pairs is not None else None)
     task = LabeledTask(
@@ -337,6 +380,7 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> LabeledTask:
         majority_baseline=majority_baseline(kind, train, test), fingerprint=task_fingerprint(cfg),
         info=builtin_info(cfg.path) if is_builtin(cfg.path) else {},
     )
+    check_classes_in_train(task)
     return apply_budget(task, cfg.budget, seed)
 
 

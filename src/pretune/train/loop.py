@@ -340,6 +340,7 @@ class _Run:
     def run_eval(self) -> dict[str, float]:
         ev, st = self.evaluation, self.state
         assert ev is not None
+        self.check_nan()  # a NaN model is not evaluated (its metrics would fail, or lie)
         self.model.eval()
         with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16,
                                              enabled=self.use_bf16):
