@@ -45,3 +45,24 @@ def test_config_error_is_one_line_exit_2(tmp_path):
 def test_install_data_is_idempotent(capsys):
     assert main(["install-data"]) == 0
     assert "already installed" in capsys.readouterr().out
+
+
+def test_overrides_after_a_flag_join_the_others(capsys):
+    # the override after --overwrite reaches the config (which then names it as unknown)
+    assert main(["prepare", "name=x", "--overwrite", "nonsense_key=1"]) == 2
+    assert "'nonsense_key': unknown key" in capsys.readouterr().err
+    ns = build_parser().parse_known_args(["predict", "m", "in.csv", "-o", "o.csv", "max_length=8"])
+    assert ns[1] == ["max_length=8"]
+    with pytest.raises(SystemExit):  # a flag that does not exist is still an error
+        main(["prepare", "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_every_flag_has_help():
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings[0]} has no help text"

@@ -53,7 +53,7 @@ def pretrain(*args: str, resume: bool = False, overwrite: bool = False) -> None:
     run(cfg, resume=resume, overwrite=overwrite)
 
 
-def finetune(*args: str, overwrite: bool = False) -> None:
+def finetune(*args: str, resume: bool = False, overwrite: bool = False) -> None:
     """Fine-tune a starting model on a labeled task of any kind with a chosen strategy.
 
     ARGS: an optional YAML file (its `finetune:` section if it has one), then key=value
@@ -61,14 +61,15 @@ def finetune(*args: str, overwrite: bool = False) -> None:
     task.path=builtin:rotten-tomatoes strategy.name=lora`. The task kind is `task.kind`
     (text-classification, token-classification, image-classification, generation), inferred
     from the data when omitted.
-    Output: runs/<name>/ (model dir, metrics.json).
+    Output: runs/<name>/ (model dir, metrics.json). With train.save_every=N the run
+    checkpoints every N steps, and --resume continues an interrupted run exactly.
     """
     from pretune.config import FinetuneConfig, load_config
     path, overrides = _split_config(list(args))
     cfg = load_config(FinetuneConfig, path, overrides, section="finetune")  # validate first
     from pretune.finetune.run import finetune as run
 
-    run(cfg, overwrite=overwrite)
+    run(cfg, overwrite=overwrite, resume=resume)
 
 
 def evaluate(model_dir: str, data: str, *overrides: str) -> None:
@@ -83,19 +84,22 @@ def evaluate(model_dir: str, data: str, *overrides: str) -> None:
     run(model_dir, data, list(overrides))
 
 
-def predict(model_dir: str, input: str, *overrides: str, output: str = "predictions.csv") -> None:
+def predict(model_dir: str, input: str, *overrides: str, output: str = "predictions.csv",
+            overwrite: bool = False) -> None:
     """Predict with a fine-tuned model: a CSV/JSONL/parquet file of texts, or a folder / .npz
     of images.
 
     Writes OUTPUT with the input columns (or each image's source) plus `pred` and
-    `prob_<label>` columns.
+    `prob_<label>` columns. An existing OUTPUT is replaced only with --overwrite, and never
+    when it is the input.
     """
     from pretune.finetune.predict import predict as run
 
-    run(model_dir, input, output, list(overrides))
+    run(model_dir, input, output, list(overrides), overwrite=overwrite)
 
 
-def generate(model: str, input: str, *overrides: str, output: str = "") -> None:
+def generate(model: str, input: str, *overrides: str, output: str = "",
+             overwrite: bool = False) -> None:
     """Generate text with a generation model dir (runs/<name>/model) or builtin:smollm2.
 
     INPUT: a .txt file (one prompt per line), a csv/jsonl/parquet file with an `input` column
@@ -107,7 +111,7 @@ def generate(model: str, input: str, *overrides: str, output: str = "") -> None:
     """
     from pretune.finetune.generate import generate as run
 
-    run(model, input, output or None, list(overrides))
+    run(model, input, output or None, list(overrides), overwrite=overwrite)
 
 
 def study(*args: str, overwrite: bool = False) -> None:
@@ -223,6 +227,16 @@ COMMANDS: list[Callable[..., None]] = [
 
 # --------------------------------------------------------------------------- parser
 
+FLAG_HELP: dict[str | tuple[str, str], str] = {
+    "overwrite": "replace this run's own directory runs/<name> (only a pretune run dir)",
+    ("predict", "overwrite"): "replace an existing OUTPUT file (never the input)",
+    ("generate", "overwrite"): "replace an existing OUTPUT file (never the input)",
+    ("prepare", "overwrite"): "rebuild the cached artifact even if its config is unchanged",
+    "resume": "continue exactly from the run's last checkpoint (a finished run: nothing to do)",
+    "force": "reinstall packages that are already installed",
+    "output": "the output file",
+}
+
 
 def _add_command(sub: argparse._SubParsersAction, fn: Callable[..., None]) -> None:
     doc = inspect.getdoc(fn) or ""
@@ -237,11 +251,13 @@ def _add_command(sub: argparse._SubParsersAction, fn: Callable[..., None]) -> No
         elif param.default is inspect.Parameter.empty:
             p.add_argument(param.name)
         elif isinstance(param.default, bool):
-            p.add_argument(f"--{param.name.replace('_', '-')}", action="store_true")
+            p.add_argument(f"--{param.name.replace('_', '-')}", action="store_true",
+                           help=FLAG_HELP.get((name, param.name), FLAG_HELP.get(param.name)))
         else:
             flag = f"--{param.name.replace('_', '-')}"
             short = [f"-{param.name[0]}"] if param.name == "output" else []
-            p.add_argument(*short, flag, default=param.default, type=type(param.default))
+            p.add_argument(*short, flag, default=param.default, type=type(param.default),
+                           help=FLAG_HELP.get((name, param.name), FLAG_HELP.get(param.name)))
     p.set_defaults(_fn=fn)
 
 
@@ -269,9 +285,24 @@ def _call(fn: Callable[..., None], ns: argparse.Namespace) -> None:
     fn(*positional, **keyword)
 
 
+def _take_overrides(parser: argparse.ArgumentParser, ns: argparse.Namespace,
+                    extra: list[str]) -> None:
+    """``key=value`` overrides after a flag (``name=x --overwrite train.epochs=1``) join the
+    command's other overrides; anything else left over is an error as usual."""
+    fn = getattr(ns, "_fn", None)
+    var = next((q.name for q in inspect.signature(fn).parameters.values()
+                if q.kind is q.VAR_POSITIONAL), None) if fn else None
+    bad = [a for a in extra if a.startswith("-") or "=" not in a or var is None]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        setattr(ns, var, [*getattr(ns, var), *extra])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns, extra = parser.parse_known_args(argv)
+    _take_overrides(parser, ns, extra)
     if not hasattr(ns, "_fn"):
         parser.print_help()
         return 0

@@ -100,3 +100,42 @@ def test_bad_model_dirs_and_inputs(model_dir, tmp_path, rt_csv, tiny_bert, wordp
         evaluate(str(model_dir), str(odd))
     with pytest.raises(PretuneError, match="not builtin"):
         predict(str(model_dir), "builtin:rotten-tomatoes", str(tmp_path / "p.csv"))
+
+
+def test_outputs_never_lose_a_file(model_dir, tmp_path, rt_csv):
+    data = tmp_path / "in.csv"
+    data.write_bytes(rt_csv.read_bytes())
+    with pytest.raises(PretuneError, match="is the input file"):
+        predict(str(model_dir), str(data), str(data), overwrite=True)
+    assert data.read_bytes() == rt_csv.read_bytes()
+    with pytest.raises(PretuneError, match="is a directory"):
+        predict(str(model_dir), str(data), str(tmp_path))
+    out = tmp_path / "p.csv"
+    predict(str(model_dir), str(data), str(out))
+    first = out.read_bytes()
+    out.write_text("my notes\n")
+    with pytest.raises(PretuneError, match="already exists; pass --overwrite"):
+        predict(str(model_dir), str(data), str(out))
+    assert out.read_text() == "my notes\n"
+    predict(str(model_dir), str(data), str(out), overwrite=True)
+    assert out.read_bytes() == first
+
+
+def test_bad_overrides_and_weights_are_one_line_errors(model_dir, tmp_path, rt_csv):
+    with pytest.raises(PretuneError, match="max_length.*integer"):
+        evaluate(str(model_dir), str(rt_csv), ["max_length=abc"])
+    with pytest.raises(PretuneError, match="'bogus': unknown key"):
+        predict(str(model_dir), str(rt_csv), str(tmp_path / "p.csv"), ["bogus=1"])
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    for f in ("config.json", "pretune_task.json", "tokenizer.json", "tokenizer_config.json"):
+        if (model_dir / f).exists():
+            (decoy / f).write_bytes((model_dir / f).read_bytes())
+    import torch as _t
+    _t.save({"w": _t.zeros(1)}, decoy / "pytorch_model.bin")
+    (decoy / "adapter_model.safetensors").write_bytes(b"")  # a decoy: not the model weights
+    with pytest.raises(PretuneError, match=r"no model.safetensors \(found .*pytorch_model.bin"):
+        evaluate(str(decoy), str(rt_csv))
+    (decoy / "model.safetensors").write_bytes(b"\x00" * 4)  # a broken file
+    with pytest.raises(PretuneError, match="model.safetensors is not a readable safetensors"):
+        evaluate(str(decoy), str(rt_csv))

@@ -143,3 +143,39 @@ def test_identities_hash_contents_not_paths(tmp_path):
     assert source_identity(str(d)) != before
     assert source_identity("builtin:rotten-tomatoes").startswith("builtin:rotten-tomatoes@")
     assert source_identity("bert-tiny") == "bert-tiny"
+
+
+def test_an_interrupted_cell_resumes_from_its_checkpoint(setup, monkeypatch, capsys):
+    """With finetune.train.save_every a cell checkpoints; Ctrl-C in it, then the same command:
+    the cell continues from its checkpoint and scores exactly what an uninterrupted run does."""
+    import os
+    import signal
+
+    from pretune.study import matrix
+
+    _, _, cfg = setup
+    ckpt = ["finetune.train.save_every=2", "finetune.train.eval_every=2",
+            "finetune.train.epochs=3", "probes=false"]
+    ref = run_study(cfg(*ckpt, "name=ref"))
+    real = matrix.finetune
+    calls = {"n": 0}
+
+    def interrupt_first_cell(ft, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            kw["on_evaluate"] = lambda i, m: i == 0 and os.kill(os.getpid(), signal.SIGINT)
+        return real(ft, **kw)
+
+    monkeypatch.setattr(matrix, "finetune", interrupt_first_cell)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg(*ckpt))
+    capsys.readouterr()
+    out = run_study(cfg(*ckpt))
+    assert "resuming cell" in capsys.readouterr().out
+    for f in (ref / "cells").glob("*.json"):
+        if f.name.endswith(".inputs.json"):
+            continue
+        a, b = json.loads(f.read_text()), json.loads((out / "cells" / f.name).read_text())
+        assert a["status"] == b["status"] == "ok", f.name
+        scores = {k for k, v in a.items() if isinstance(v, float) and k != "seconds"}
+        assert "roc_auc" in scores and all(a[k] == b[k] for k in scores), f.name

@@ -325,6 +325,7 @@ def test_awkward_inputs_and_checkpoint_settings(tmp_path, bpe_dir, tiny_gpt):
     chat.write_text(f'messages\n"{turns}"\n')
     out = tmp_path / "c.jsonl"
     assert generate(str(model_dir), str(chat), str(out), ["chat_template=false"]) == 1
-    assert generate(str(model_dir), str(chat), str(out), ["template=Say: {input} ->"]) == 1
+    assert generate(str(model_dir), str(chat), str(out), ["template=Say: {input} ->"],
+                    overwrite=True) == 1
     with pytest.raises(PretuneError, match="config error in overrides: 'decode.num_beams'"):
-        generate(str(model_dir), str(chat), str(out), ["decode.num_beams=0"])
+        generate(str(model_dir), str(chat), str(out), ["decode.num_beams=0"], overwrite=True)

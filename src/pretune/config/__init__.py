@@ -10,6 +10,7 @@ from pretune.config.base import (
     Section,
     apply_overrides,
     config_hash,
+    config_identity,
     deep_merge,
     dump_yaml,
     format_validation_error,
@@ -48,6 +49,6 @@ __all__ = [
     "ImageStudyConfig", "LoopConfig", "MatrixConfig", "ModelConfig", "OptimConfig", "ParamSpec",
     "PrepareConfig", "PretrainConfig", "Section", "SourceConfig", "StrategyConfig",
     "StudyConfig", "SweepConfig", "TagTaskConfig", "TaskConfig", "TokenizerConfig", "apply_overrides",
-    "config_hash", "deep_merge", "dump_yaml", "format_validation_error", "infer_kind",
+    "config_hash", "config_identity", "deep_merge", "dump_yaml", "format_validation_error", "infer_kind",
     "load_config", "load_study_config", "load_yaml", "modality_of", "parse_override",
 ]

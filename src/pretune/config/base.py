@@ -189,5 +189,18 @@ def config_hash(cfg: BaseModel, exclude: set[str] | None = None) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+# Settings that change how a run is shown or stored, never its numbers.
+RESULT_NEUTRAL: dict[str, Any] = {
+    "name": True, "output_dir": True,
+    "train": {"progress", "tensorboard", "log_every", "num_workers", "keep_last", "save_every"},
+}
+
+
+def config_identity(cfg: BaseModel) -> dict[str, Any]:
+    """A config's dump without its result-neutral settings (what a cache key hashes)."""
+    exclude = {k: v for k, v in RESULT_NEUTRAL.items() if k in type(cfg).model_fields}
+    return cfg.model_dump(mode="json", exclude=exclude)
+
+
 def dump_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

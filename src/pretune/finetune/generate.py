@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pretune.data.pairs import GenSplit, read_sources
 from pretune.errors import PretuneError
+from pretune.finetune.predict import check_output
 from pretune.models.generate import stream
 from pretune.models.overrides import quiet_transformers
 from pretune.models.start import resolve_start
@@ -35,8 +36,10 @@ def model_path(model: str) -> Path:
 
 
 def generate(model: str, input: str, output: str | None = None,
-             overrides: list[str] = ()) -> int:
+             overrides: list[str] = (), overwrite: bool = False) -> int:
     """Generate for every input of ``input`` (a file, or ``-`` for stdin); returns the count."""
+    if output is not None:
+        check_output(Path(output), input, overwrite)
     kind = Generation()
     with quiet_transformers():
         saved = open_generator(model_path(model))

@@ -8,25 +8,54 @@ border. Without those files (a model saved by other tools) the kind's defaults a
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
+from pretune.config import format_validation_error
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import format_table
 from pretune.models.overrides import quiet_transformers
+from pretune.models.start import weight_keys
 from pretune.tasks import kind_of_model_dir
 from pretune.tasks.base import Saved, TaskKind
 from pretune.train.runtime import resolve_device
 
 
+def check_output(out: Path, input: str | None, overwrite: bool) -> Path:
+    """An output file that loses nothing: never the input, never a directory, and an existing
+    file only with ``--overwrite``."""
+    if out.is_dir():
+        raise PretuneError(f"-o {out} is a directory; give a file path (e.g. "
+                           f"{out / 'predictions.csv'})")
+    if input not in (None, "-") and Path(input).exists() and out.exists() \
+            and out.resolve() == Path(input).resolve():
+        raise PretuneError(f"-o {out} is the input file; choose another output path")
+    if out.exists() and not overwrite:
+        raise PretuneError(f"{out} already exists; pass --overwrite to replace it or choose "
+                           "another -o")
+    return out
+
+
+@contextlib.contextmanager
+def _overrides_checked(overrides: list[str]) -> Iterator[None]:
+    """Bad ``key=value`` settings of evaluate / predict are one line, like a config's."""
+    try:
+        yield
+    except ValidationError as e:
+        raise PretuneError(format_validation_error(e, f"overrides {' '.join(overrides)}")) \
+            from None
+
+
 def open_model_dir(model_dir: str | Path) -> tuple[TaskKind, Saved]:
     path = Path(model_dir)
     kind = kind_of_model_dir(path)
-    if not any(path.glob("*.safetensors")):
-        raise PretuneError(f"{path} has no .safetensors weights")
+    weight_keys(path, "model dir")  # safetensors only, readable: else one line with the fix
     with quiet_transformers():  # no per-load report / progress bar
         return kind, kind.open_saved(path)
 
@@ -35,7 +64,8 @@ def evaluate(model_dir: str, data: str, overrides: list[str] = ()) -> dict[str, 
     """Metrics of ``model_dir`` on a labeled file / folder (all of it) or a builtin task's test
     split; writes ``<model_dir>/eval-<data name>.json`` and prints the table."""
     kind, saved = open_model_dir(model_dir)
-    split, inputs, name = kind.read_labeled(saved, data, list(overrides))
+    with _overrides_checked(overrides):
+        split, inputs, name = kind.read_labeled(saved, data, list(overrides))
     device = resolve_device("auto")
     saved.model.to(device)
     with torch.no_grad():
@@ -51,12 +81,13 @@ def evaluate(model_dir: str, data: str, overrides: list[str] = ()) -> dict[str, 
 
 
 def predict(model_dir: str, input: str, output: str = "predictions.csv",
-            overrides: list[str] = ()) -> Path:
+            overrides: list[str] = (), overwrite: bool = False) -> Path:
     """Write ``output``: what the model predicts for every row / image of ``input``
     (classification: ``pred`` + ``prob_<label>`` columns)."""
+    out = check_output(Path(output), input, overwrite)
     kind, saved = open_model_dir(model_dir)
-    out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    n = kind.predict(saved, input, out, list(overrides), resolve_device("auto"))
+    with _overrides_checked(overrides):
+        n = kind.predict(saved, input, out, list(overrides), resolve_device("auto"))
     print(f"wrote {n} predictions to {out}")
     return out

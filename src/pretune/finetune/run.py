@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from pretune.config import FinetuneConfig
+from pretune.config import FinetuneConfig, dump_yaml, load_yaml
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import format_table, metric_mode
 from pretune.finetune.probe import run_probe
@@ -31,9 +31,12 @@ from pretune.models.overrides import quiet_transformers
 from pretune.models.start import Start, resolve_start
 from pretune.tasks import get_kind
 from pretune.tasks.base import TaskKind
+from pretune.train import checkpoint as ckpt
 from pretune.train.loop import Evaluation, Hooks, fit
 from pretune.train.rundir import prepare_run_dir, run_lock
 from pretune.train.runtime import resolve_device
+
+CKPTS = Path("train") / "checkpoints"  # the loop's checkpoints inside a run dir
 
 
 def selection_metric(cfg: FinetuneConfig, kind: TaskKind, task: Any) -> str:
@@ -54,23 +57,61 @@ def prepare_task(cfg: FinetuneConfig, task: Any | None, kind: TaskKind | None = 
 
 def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: Any | None = None,
              features_cache: dict | None = None,
-             on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
+             on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+             resume: bool = False) -> FinetuneResult:
     """Fine-tune ``cfg.model`` on ``cfg.task`` with ``cfg.strategy``; evaluate on the test split.
 
     ``task``: a pre-loaded task (studies and folds load once). ``features_cache``: shared by
     the scikit-learn probes of one study or sweep. ``on_evaluate(i, val_metrics)`` runs after
-    the i-th (0-based) validation of the loop; it may raise (a sweep prunes a trial so)."""
-    with run_lock(Path(cfg.output_dir) / cfg.name):
-        return _finetune(cfg, overwrite, task, features_cache, on_evaluate)
+    the i-th (0-based) validation of the loop; it may raise (a sweep prunes a trial so).
+    ``resume``: continue an interrupted run exactly from its last checkpoint (bitwise on CPU);
+    a finished run is left as it is."""
+    out = Path(cfg.output_dir) / cfg.name
+    with run_lock(out):
+        if resume:
+            finished = _finished(out)
+            if finished is not None:
+                return finished
+            _check_resumable(cfg, out)
+        return _finetune(cfg, overwrite, task, features_cache, on_evaluate, resume)
+
+
+def _finished(out: Path) -> FinetuneResult | None:
+    """A run whose metrics are written and whose checkpoints are gone is done."""
+    if not (out / "metrics.json").is_file() or ckpt.latest_checkpoint(out / CKPTS) is not None:
+        return None
+    m = json.loads((out / "metrics.json").read_text())
+    t = m.get("timing", {})
+    print(f"{out} already finished (metrics.json); nothing to do")
+    return FinetuneResult(m.get("test", {}), m.get("val", {}), out, float(t.get("seconds", 0)),
+                          int(t.get("train_examples", 0)), int(t.get("trainable_params", 0)),
+                          int(t.get("steps", 0)), "already finished")
+
+
+def _check_resumable(cfg: FinetuneConfig, out: Path) -> None:
+    if ckpt.latest_checkpoint(out / CKPTS) is None:
+        raise PretuneError(f"nothing to resume: no checkpoint under {out / CKPTS} (fine-tuning "
+                           "checkpoints with train.save_every=N); run without --resume")
+    saved = out / "config.yaml"
+    if saved.is_file():  # what the loop's own hash does not cover: model, task, strategy ...
+        old = load_yaml(saved)
+        new = cfg.model_dump(mode="json")
+        free = {"name", "output_dir", "train", "optim", "save_model"}
+        differ = sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
+        if differ:
+            raise PretuneError(f"cannot resume {out}: its {', '.join(differ)} settings differ "
+                               f"from the run's ({saved}); use the same config, or --overwrite")
 
 
 def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
               features_cache: dict | None,
-              on_evaluate: Callable[[int, dict[str, float]], None] | None) -> FinetuneResult:
+              on_evaluate: Callable[[int, dict[str, float]], None] | None,
+              resume: bool = False) -> FinetuneResult:
     t0 = time.perf_counter()
     kind = get_kind(cfg.task.kind)
     start = resolve_start(cfg.model.name).require(kind.modality)
-    out = prepare_run_dir(cfg.output_dir, cfg.name, overwrite)
+    out = prepare_run_dir(cfg.output_dir, cfg.name, overwrite, resume)
+    (out / "config.yaml").write_text(dump_yaml(cfg))
     task = prepare_task(cfg, task, kind, start)
     if not len(task.test):
         raise PretuneError(f"the task has no test {kind.example_word}; set task.test or "
@@ -86,7 +127,7 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
         test_out, val_out, fitted = run_probe(kind, cfg, task, start, device, features_cache)
         trained = Trained(test_out, val_out, fitted)  # no HF head to save: it is scikit-learn
     else:
-        trained = _run_loop(kind, cfg, task, start, out, device, metric, on_evaluate)
+        trained = _run_loop(kind, cfg, task, start, out, device, metric, on_evaluate, resume)
     test_m = kind.metrics(task, task.test, trained.test_outputs)
     val_m = kind.metrics(task, task.val, trained.val_outputs) \
         if len(task.val) and trained.val_outputs is not None else {}
@@ -106,7 +147,8 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
 
 def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out: Path,
               device: torch.device, metric: str,
-              on_evaluate: Callable[[int, dict[str, float]], None] | None) -> Trained:
+              on_evaluate: Callable[[int, dict[str, float]], None] | None,
+              resume: bool = False) -> Trained:
     """Train the kind's model with the strategy in the one loop; best validation weights."""
     loaded = kind.load_model(cfg, task, start)
     for note in kind.notes(loaded.model, cfg, start):
@@ -125,14 +167,20 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
                                 restore_best=True)
     # Without TensorBoard/periodic saves nothing in out/train is needed: skip the loop's final
     # checkpoint write (model + optimizer, ~270 MB for MiniLM) in every study cell.
-    train_dir = out / "train" if (cfg.train.tensorboard or cfg.train.save_every) else None
+    train_dir = out / "train" if (cfg.train.tensorboard or cfg.train.save_every or resume) \
+        else None
     result = fit(plan.model, kind.loss_fn(task, cfg), batches, cfg.train, cfg.optim, train_dir,
                  param_groups=plan.param_groups, evaluate=evaluation,
                  hooks=Hooks(on_epoch_start=plan.on_epoch_start, on_evaluate=on_evaluate),
-                 tokens_per_batch=kind.tokens_per_batch)  # optim.l1 is applied inside fit
-    # A finetune run cannot be resumed, and the best weights are already restored: drop the
-    # loop's checkpoints (a study would otherwise keep two model copies per cell on disk).
-    shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)
+                 tokens_per_batch=kind.tokens_per_batch, resume=resume)  # optim.l1: inside fit
+    if result.stopped_reason == "interrupted":  # Ctrl-C / SIGTERM: a checkpoint, not a result
+        where = f"checkpoint {result.last_checkpoint}; continue with --resume" \
+            if result.last_checkpoint else "no checkpoint (set train.save_every to keep one)"
+        print(f"interrupted at step {result.steps}; {where}", file=sys.stderr)
+        raise KeyboardInterrupt
+    # Finished, best weights restored: drop the loop's checkpoints (a study would otherwise
+    # keep two model copies per cell on disk).
+    shutil.rmtree(out / CKPTS, ignore_errors=True)
     model = plan.model
     test_out = kind.outputs(model, kind.encode(loaded.processor, task.test, cfg.task), task,
                             batch_size, device)

@@ -72,13 +72,32 @@ def _names() -> str:
                       "builtin:smollm2", "<checkpoint dir>"])
 
 
-def _weight_keys(path: Path) -> list[str]:
+def weight_keys(path: Path, what: str = "model.name") -> list[str]:
+    """The tensor names of a model directory's safetensors weights. A directory without
+    ``model.safetensors`` (or a sharded index) or with an unreadable file fails in one line:
+    pickle weights (``pytorch_model.bin``) are never loaded."""
     from safetensors import safe_open
 
+    files = sorted(path.glob("*.safetensors"))
+    has_model = (path / "model.safetensors").is_file() or any(
+        path.glob("model*.safetensors.index.json")) or any(
+        f.name.startswith("model-") for f in files)
+    if not has_model:
+        other = sorted(f.name for f in path.iterdir() if f.suffix in (".bin", ".pt", ".pth",
+                                                                      ".safetensors"))
+        found = f" (found {', '.join(other[:4])})" if other else ""
+        raise PretuneError(
+            f"{what}: {path} has no model.safetensors{found}; pickle weights are not loaded for "
+            "safety: re-save it with save_pretrained(..., safe_serialization=True)")
     keys: list[str] = []
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as st:
-            keys.extend(st.keys())
+    for f in files:
+        try:
+            with safe_open(str(f), "pt") as st:
+                keys.extend(st.keys())
+        except Exception as e:  # noqa: BLE001 - any unreadable file is one user-facing error
+            raise PretuneError(
+                f"{what}: {f} is not a readable safetensors file ({str(e).splitlines()[0][:80]});"
+                " re-save the model with save_pretrained, or remove the file") from None
     return keys
 
 
@@ -96,7 +115,7 @@ def _from_dir(name: str, path: Path) -> Start:
         objective = objective_for(config)
     except PretuneError:
         objective = None
-    keys = _weight_keys(path)
+    keys = weight_keys(path, f"model.name={name}")
     mlm = any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs) if archs else \
         any(k in key for key in keys for k in _MLM_HEAD_KEYS)
     tok = path if any((path / f).is_file() for f in _TOKENIZER_FILES) else None

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pretune.config import config_identity
 from pretune.data.builtin import EMBEDDED, is_builtin
 
 FULL_HASH_BYTES = 1 << 30
@@ -94,19 +95,6 @@ def task_identity(task: Any) -> list[str]:
     return [source_identity(getattr(task, f, None)) for f in ("path", "validation", "test")]
 
 
-# Settings that change how a run is shown or stored, never its numbers.
-RESULT_NEUTRAL: dict[str, Any] = {
-    "name": True, "output_dir": True,
-    "train": {"progress", "tensorboard", "log_every", "num_workers", "keep_last", "save_every"},
-}
-
-
-def config_identity(cfg: Any) -> dict[str, Any]:
-    """A config's dump without its result-neutral settings (what a cache key hashes)."""
-    exclude = {k: v for k, v in RESULT_NEUTRAL.items() if k in type(cfg).model_fields}
-    return cfg.model_dump(mode="json", exclude=exclude)
-
-
 def stamp_path(run_dir: Path) -> Path:
     """Where a phase records the fingerprint of the inputs it ran with (beside its run dir,
     so ``pretrain --overwrite`` of the run dir cannot take it along)."""
@@ -127,5 +115,5 @@ def write_stamp(run_dir: Path, fingerprint: str) -> None:
     path.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
 
 
-__all__ = ["RESULT_NEUTRAL", "config_identity", "digest", "file_digest", "path_digest",
+__all__ = ["config_identity", "digest", "file_digest", "path_digest",
            "source_identity", "stamp_matches", "stamp_path", "task_identity", "write_stamp"]

@@ -38,7 +38,15 @@ from pretune.config import (
 from pretune.errors import PretuneError
 from pretune.finetune.result import FinetuneResult
 from pretune.finetune.run import finetune
-from pretune.study.identity import config_identity, digest, source_identity, task_identity
+from pretune.study.identity import (
+    config_identity,
+    digest,
+    source_identity,
+    stamp_matches,
+    task_identity,
+    write_stamp,
+)
+from pretune.train.checkpoint import latest_checkpoint
 
 ZERO_SHOT = "zero-shot"
 
@@ -305,6 +313,19 @@ def _reusable(path: Path, fingerprint: str) -> tuple[dict[str, Any] | None, bool
     return row, False
 
 
+def _resumable(cell_dir: Path, ft: FinetuneConfig, fingerprint: str) -> bool:
+    """A cell that checkpoints (``finetune.train.save_every``) and was cut short resumes from
+    its last checkpoint, if that checkpoint came from the same inputs."""
+    if not ft.train.save_every:
+        return False
+    if stamp_matches(cell_dir, fingerprint) and \
+            latest_checkpoint(cell_dir / "train" / "checkpoints") is not None:
+        print(f"  resuming cell {cell_dir.name} from its last checkpoint", flush=True)
+        return True
+    write_stamp(cell_dir, fingerprint)
+    return False
+
+
 def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str]
               ) -> list[dict[str, Any]]:
     """Run (or reuse) every cell; each finished cell is written atomically. Returns the rows."""
@@ -333,10 +354,9 @@ def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str]
         for attempt in range(cfg.retries + 1):
             t0 = time.perf_counter()
             try:
-                result = finetune(ft, overwrite=True, task=setup.loaded[cell.task],
-                                  features_cache=features_cache)
-                if result.stopped_reason == "interrupted":
-                    raise KeyboardInterrupt  # Ctrl-C cut training short: not a finished cell
+                resume = _resumable(cells_dir / cell.key, ft, fp)
+                result = finetune(ft, overwrite=not resume, resume=resume,
+                                  task=setup.loaded[cell.task], features_cache=features_cache)
                 done = result_row(cell, result, setup.loaded[cell.task].labels)
                 break
             except PretuneError as e:  # a user-facing problem: retrying won't help
