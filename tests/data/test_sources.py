@@ -210,3 +210,31 @@ def test_explicit_format_overrides_suffix_and_parquet_in_zip(tmp_path):
         zf.write(tmp_path / "t.parquet", "t.parquet")
     docs, _ = read(str(tmp_path / "z.zip"))
     assert docs == ["p0", "p1"]
+
+
+def test_binary_files_are_refused_naming_the_file(tmp_path):
+    import os
+    import shutil
+
+    exe = tmp_path / "ls"
+    shutil.copy(shutil.which("ls") or "/bin/ls", exe)
+    noise = tmp_path / "noise.txt"
+    noise.write_bytes(os.urandom(200_000))
+    for path in (exe, noise):
+        with pytest.raises(PretuneError, match=rf"{path.name} is not a text file \(\d+% "
+                                               "control bytes"):
+            list(iter_documents([SourceConfig(path=str(path))], SourceStats()))
+    gbk = tmp_path / "zh.txt"  # text, but not in the encoding asked for: name the one it is
+    gbk.write_bytes("预训练与微调，语言模型。\n".encode("gb18030") * 200)
+    with pytest.raises(PretuneError, match="zh.txt is not utf-8 text .*set sources\\[\\]"
+                                           ".encoding=gb18030"):
+        list(iter_documents([SourceConfig(path=str(gbk))], SourceStats()))
+    # text in another encoding is still read: UTF-16 (NUL bytes) when it is named, and
+    # latin-1 read as UTF-8 (a few undecodable bytes: a warning, not a refusal)
+    u16 = tmp_path / "u16.txt"
+    u16.write_text("hello world\n" * 50, encoding="utf-16")
+    assert list(iter_documents([SourceConfig(path=str(u16), encoding="utf-16")],
+                               SourceStats()))[0].startswith("hello")
+    lat = tmp_path / "lat.txt"
+    lat.write_bytes(("the caf\xe9 on the corner serves good coffee. " * 40).encode("latin-1"))
+    assert list(iter_documents([SourceConfig(path=str(lat))], SourceStats()))

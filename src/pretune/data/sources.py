@@ -276,6 +276,38 @@ def _read_one(open_: Opener, open_bin: Callable[[], IO[bytes]] | Path, name: str
     raise PretuneError(f"{name}: unknown format '{fmt}'")
 
 
+_SNIFF_BYTES = 1 << 16
+_MAX_UNDECODABLE = 0.2  # latin-1 text read as UTF-8 is ~1-5% undecodable; binaries ~50%+
+
+
+def check_text(path: Path, encoding: str = "utf-8") -> None:
+    """Refuse a file that is not text (an executable, random bytes, an image: control bytes),
+    or text that is mostly undecodable in ``encoding`` (then name the encoding it decodes
+    as). Judged on the first 64 KB; a few bad bytes stay a warning (replaced by U+FFFD)."""
+    with open_binary(path) as f:
+        sample = f.read(_SNIFF_BYTES)
+    if not sample:
+        return
+    try:
+        decoded = sample.decode(encoding, errors="replace")
+    except LookupError:
+        return  # an unknown encoding is reported, with the fix, when the file is opened
+    wide = encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
+    control = 0.0 if wide else sum(b < 32 and b not in b"\t\n\r\f" for b in sample) / len(sample)
+    bad = decoded.count("\ufffd") / max(1, len(decoded))
+    kb = f"{len(sample) // 1024 or 1} KB"
+    if control > 0.01:
+        raise PretuneError(
+            f"{path} is not a text file ({control:.0%} control bytes in its first {kb}); "
+            "sources must be text (txt, csv, tsv, jsonl, parquet): remove it from sources")
+    if bad > _MAX_UNDECODABLE:
+        guess = guess_encoding(path, encoding)
+        fix = f"it decodes as {guess}: set sources[].encoding={guess}" if guess else \
+            "re-encode it to UTF-8 or set sources[].encoding"
+        raise PretuneError(f"{path} is not {encoding} text ({bad:.0%} undecodable in its first "
+                           f"{kb}); {fix}")
+
+
 def _read_file(path: Path, src: SourceConfig, stats: SourceStats, in_dir: bool) -> Iterator[str]:
     name = str(path)
     if path.suffix.lower() == ".zip":
@@ -297,6 +329,8 @@ def _read_file(path: Path, src: SourceConfig, stats: SourceStats, in_dir: bool) 
             stats.skipped_files += 1
             return
         fmt = "txt"
+    if fmt != "parquet":
+        check_text(path, src.encoding)
     yield from _read_tracked(
         _read_one(lambda nl: _text(open_binary(path), nl, src.encoding), path, name, fmt, src),
         name, stats
