@@ -144,3 +144,17 @@ def test_median_pruner_stops_a_trial_below_the_median():
     nop = optuna.create_study(pruner=make_pruner(SweepConfig(pruner="none", space={"optim.lr": [0.1]})))
     t = nop.ask()
     _reporter(t)(0, 0.1)  # never prunes
+
+
+def test_a_failed_trial_is_one_line_with_its_traceback_in_a_file(make_sweep, capfd):
+    cfg = make_sweep(name="bad", sampler="grid",
+                     space={"model.overrides.num_attention_heads": [2, 3]})  # 32 % 3 != 0
+    root = run_sweep(cfg)
+    out, err = capfd.readouterr()
+    failed = [line for line in (out + err).splitlines() if " failed" in line.lower()
+              and line.lower().startswith(("trial", "[w"))]
+    assert len(failed) == 1 and failed[0].startswith("trial 0 failed: ")
+    assert "not divisible by num_attention_heads 3" in failed[0]
+    assert "Traceback" not in out + err
+    (log,) = (root / "trials").glob("*.traceback.txt")
+    assert "Traceback (most recent call last)" in log.read_text()

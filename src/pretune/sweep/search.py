@@ -13,8 +13,10 @@ from driving one sweep at once.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -240,11 +242,30 @@ def objective(trial: Any, ctx: _Trials) -> float:
         return val[ctx.metric]
     except PretuneError as e:
         trial.set_user_attr("error", str(e))
+        _failed_line(ctx.root, trial.number, str(e))
         raise
     except RuntimeError as e:  # e.g. CUDA out of memory for a large batch: record, go on
         first_line = (str(e).splitlines() or [""])[0]
         trial.set_user_attr("error", f"{type(e).__name__}: {first_line}")
+        _failed_line(ctx.root, trial.number, f"{type(e).__name__}: {first_line}")
         raise
+
+
+def _failed_line(root: Path, number: int, error: str) -> None:
+    """One line per failed trial; its traceback goes to the trial's own log file."""
+    log = root / "trials" / f"{number}.traceback.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(traceback.format_exc())
+    print(f"trial {number} failed: {error.splitlines()[0][:200]} (traceback: {log})", flush=True)
+
+
+class _NoFailedTrialTracebacks(logging.Filter):
+    """Optuna logs each failed trial with its full traceback; ``objective`` already printed
+    one line and saved the traceback, so drop Optuna's copy."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Trial ") and " failed with " in msg)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -279,10 +300,17 @@ def run_sweep(cfg: SweepConfig, overwrite: bool = False) -> Path:
         ctx = _Trials(cfg, root, metric)
         interrupted = False
         try:
-            if left is None or left > 0:
-                study.optimize(lambda t: objective(t, ctx), n_trials=left,
-                               timeout=cfg.timeout_minutes * 60 if cfg.timeout_minutes else None,
-                               n_jobs=cfg.n_jobs, catch=(PretuneError, RuntimeError))
+            quiet = _NoFailedTrialTracebacks()
+            optuna_log = logging.getLogger("optuna.study._optimize")
+            optuna_log.addFilter(quiet)
+            try:
+                if left is None or left > 0:
+                    study.optimize(lambda t: objective(t, ctx), n_trials=left,
+                                   timeout=cfg.timeout_minutes * 60 if cfg.timeout_minutes
+                                   else None, n_jobs=cfg.n_jobs,
+                                   catch=(PretuneError, RuntimeError))
+            finally:
+                optuna_log.removeFilter(quiet)
         except KeyboardInterrupt:
             interrupted = True
         summary = write_outputs(root, cfg, study, metric, direction)
