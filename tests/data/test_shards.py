@@ -99,3 +99,15 @@ def test_empty_input_and_bad_dirs(tmp_path, bpe):
         PackedTokens(tmp_path / "nowhere")
     with pytest.raises(PretuneError, match="split must be"):
         PackedTokens(tmp_path, "test")
+
+
+def test_a_tampered_index_is_refused_not_unpickled(tmp_path, bpe):
+    out = tmp_path / "a"
+    write_shards(["one doc here", "and another one"] * 20, bpe, out)
+    PackedTokens(out)  # fine as written
+    np.save(out / "train.idx.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(PretuneError, match="train.idx.npy is not a prepared-artifact index"):
+        PackedTokens(out)
+    np.save(out / "train.idx.npy", np.array([0, 10**9]))
+    with pytest.raises(PretuneError, match="shorter than its index says"):
+        PackedTokens(out)

@@ -182,6 +182,28 @@ def test_image_models_are_routed_to_the_image_commands(wp, tmp_path: Path):
         load_model(ModelConfig(name=str(path)), "classify", wp)
     with pytest.raises(PretuneError, match="bert-mini is a text model"):
         resolve_start("bert-mini").require("image")
+    from pretune.config import PretrainConfig
+    from pretune.train.pretrain import pretrain
+
+    with pytest.raises(PretuneError, match=r"is an image model; pre-train it with `pretune "
+                                           "pretrain-images"):
+        pretrain(PretrainConfig(model=ModelConfig(name=str(path)), data=str(tmp_path / "none"),
+                                output_dir=str(tmp_path / "runs")))
+
+
+def test_remote_code_checkpoints_name_the_flag(wp, tmp_path: Path):
+    import json
+
+    d = tmp_path / "remote"
+    load_model(ModelConfig(name="bert-tiny", overrides={
+        "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 64}), "classify", wp, num_labels=2).save_pretrained(d)
+    config = json.loads((d / "config.json").read_text())
+    config.update(model_type="evilbert", auto_map={"AutoConfig": "evil.EvilConfig"})
+    (d / "config.json").write_text(json.dumps(config))
+    (d / "evil.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(PretuneError, match="set model.trust_remote_code=true"):
+        load_model(ModelConfig(name=str(d)), "classify", wp, num_labels=2)
 
 
 def test_arch_start_tokenizer_fallback(wp, tmp_path: Path):

@@ -224,6 +224,20 @@ def _ensure_val(out: Path, writers: dict[str, _SplitWriter], lens: dict[str, np.
     tr.docs, tr.tokens, va.docs, va.tokens = tr.docs - 1, size, 1, last
 
 
+def _load_index(path: Path) -> np.ndarray:
+    """A split's document offsets: integers only (never a pickled object array)."""
+    try:
+        idx = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise PretuneError(f"{path} is not a prepared-artifact index ({str(e).splitlines()[0]});"
+                           " re-run `pretune prepare ... --overwrite`") from None
+    if idx.ndim != 1 or not len(idx) or idx.dtype.kind not in "iu":
+        raise PretuneError(f"{path} is not a prepared-artifact index (a 1-D integer array "
+                           f"expected, found {idx.dtype} {idx.shape}); re-run `pretune prepare "
+                           "... --overwrite`")
+    return idx
+
+
 class PackedTokens:
     """Read-only view of one split of a shard directory (the training loop slices ``tokens``)."""
 
@@ -241,8 +255,11 @@ class PackedTokens:
         self.split = split
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         dtype = np.dtype(self.meta["dtype"])
-        self.doc_starts: np.ndarray = np.load(d / f"{split}.idx.npy")
+        self.doc_starts: np.ndarray = _load_index(d / f"{split}.idx.npy")
         n = int(self.doc_starts[-1])
+        if n * dtype.itemsize > (d / f"{split}.bin").stat().st_size:
+            raise PretuneError(f"{d / f'{split}.bin'} is shorter than its index says ({n} "
+                               "tokens); re-run `pretune prepare ... --overwrite`")
         # np.memmap cannot map an empty file (an empty val split): use an empty array then.
         self.tokens: np.ndarray = (
             np.memmap(d / f"{split}.bin", dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)

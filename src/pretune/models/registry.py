@@ -195,6 +195,11 @@ def _load_dir(path: Path, spec: ModelConfig, head: Head, extra: dict[str, Any]) 
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trc)
     except (OSError, ValueError, KeyError) as e:
+        if "trust_remote_code" in str(e) and not trc:
+            raise PretuneError(
+                f"model.name={spec.name}: {path} needs its own Python code (config.json has "
+                "auto_map); pretune does not run it unless you trust it: set "
+                "model.trust_remote_code=true") from None
         raise PretuneError(
             f"model.name={spec.name}: {path} is not a loadable Hugging Face checkpoint "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"

@@ -93,13 +93,18 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
     if overwrite and not resume and rank == 0:
         remove_run(run_dir)
 
+    start = resolve_start(cfg.model.name)  # before any data work: a wrong model fails now
+    if start.modality == "image":
+        raise PretuneError(f"model.name={cfg.model.name} is an image model; pre-train it with "
+                           f"`pretune pretrain-images model.name={cfg.model.name}`, or choose "
+                           "a text architecture (bert-*, gpt-*)")
     artifact = _artifact(cfg.data)
     train_tokens = PackedTokens(artifact, "train")
     val_tokens = PackedTokens(artifact, "val")
     tok_dir = artifact / "tokenizer"
     if not tok_dir.is_dir():
         raise PretuneError(f"{artifact} has no tokenizer/ directory; re-run `pretune prepare`")
-    start = resolve_start(cfg.model.name).require("text")
+    start = start.require("text")
     tokenizer = load_tokenizer_for(cfg.model, tok_dir, start=start)
     if not start.random_init:
         _check_same_tokenizer(tokenizer, tok_dir, cfg.model.name)
