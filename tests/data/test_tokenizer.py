@@ -7,6 +7,7 @@ from transformers import AutoTokenizer
 
 from pretune.config import TokenizerConfig
 from pretune.data.tokenizer import (
+    BERT_SPECIALS,
     boundary_token_id,
     load_tokenizer,
     raw_encoder,
@@ -91,3 +92,34 @@ def test_load_tokenizer_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PretuneError, match="not a tokenizer directory"):
         load_tokenizer(tmp_path / "empty")
+
+
+TRAIN_TWICE = """
+import sys
+from pathlib import Path
+from pretune.config import TokenizerConfig
+from pretune.data.tokenizer import train_tokenizer
+from pretune.data.builtin_tasks import builtin_rows
+rows, text_field, _ = builtin_rows("rotten-tomatoes")
+texts = [r[text_field] for r in rows[:400]]
+train_tokenizer(texts, TokenizerConfig(kind=sys.argv[2], vocab_size=1500), Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_the_same_corpus_gives_the_same_tokenizer_in_every_process(tmp_path, kind):
+    """The Rust WordPiece trainer numbered ``##c`` tokens in hash order (random per process)
+    and broke ties between merges by those numbers: vocabularies differed run to run."""
+    import subprocess
+    import sys
+
+    for i in (1, 2):
+        subprocess.run([sys.executable, "-c", TRAIN_TWICE, str(tmp_path / str(i)), kind],
+                       check=True, timeout=120)
+    one, two = ((tmp_path / str(i) / "tokenizer.json").read_bytes() for i in (1, 2))
+    assert one == two
+    tok = AutoTokenizer.from_pretrained(tmp_path / "1")
+    if kind == "wordpiece":  # the pinned ##c tokens are ordinary vocabulary, not specials
+        assert set(tok.all_special_tokens) == set(BERT_SPECIALS)
+        ids = tok("unbelievably fresh")["input_ids"]
+        assert tok.decode(ids, skip_special_tokens=True) == "unbelievably fresh"

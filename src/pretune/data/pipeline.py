@@ -178,7 +178,8 @@ def _build(cfg: PrepareConfig, tmp: Path, console: Console) -> dict[str, Any]:
             tok = load_tokenizer(cfg.tokenizer.path)
             tok.save_pretrained(str(tmp / "tokenizer"))
         else:
-            tok = train_tokenizer(_read_clean(clean_path), cfg.tokenizer, tmp / "tokenizer")
+            tok = train_tokenizer(lambda: _read_clean(clean_path), cfg.tokenizer,
+                                  tmp / "tokenizer")
         timings["tokenizer_seconds"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()

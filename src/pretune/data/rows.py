@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
-from pretune.data.sources import guess_encoding, open_binary
+from pretune.data.streams import guess_encoding, open_binary
 from pretune.errors import PretuneError
 
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")

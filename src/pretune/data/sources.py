@@ -9,11 +9,9 @@ documents that had them are counted, so a mis-encoded corpus shows up as a warni
 
 from __future__ import annotations
 
-import bz2
 import codecs
 import csv
 import glob
-import gzip
 import io
 import json
 import sys
@@ -26,6 +24,7 @@ from typing import IO, TextIO
 from pretune.config import SourceConfig
 from pretune.data import peoples_daily
 from pretune.data.builtin import builtin_path, is_builtin
+from pretune.data.streams import check_text, guess_encoding, open_binary
 from pretune.errors import PretuneError
 
 COMPRESSIONS = (".gz", ".bz2", ".zst")
@@ -101,25 +100,6 @@ class SourceStats:
 # --------------------------------------------------------------------------- opening streams
 
 
-def open_binary(path: Path) -> IO[bytes]:
-    """Open ``path`` for reading bytes, transparently decompressing .gz/.bz2/.xz/.zst."""
-    suffix = path.suffix.lower()
-    if suffix == ".gz":
-        return gzip.open(path, "rb")
-    if suffix == ".bz2":
-        return bz2.open(path, "rb")
-    if suffix == ".xz":
-        import lzma
-
-        return lzma.open(path, "rb")
-    if suffix == ".zst":
-        import zstandard
-
-        raw = open(path, "rb")  # noqa: SIM115 - closed together with the reader
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")  # noqa: SIM115
-
-
 def _text(stream: IO[bytes], newline: str | None, encoding: str = "utf-8") -> TextIO:
     try:
         return io.TextIOWrapper(stream, encoding=encoding, errors="pretune-replace",
@@ -128,25 +108,6 @@ def _text(stream: IO[bytes], newline: str | None, encoding: str = "utf-8") -> Te
         stream.close()
         raise PretuneError(f"encoding={encoding!r} is not a known text encoding (e.g. utf-8, "
                            "gb18030, cp1252, latin-1)") from None
-
-
-# Tried in order to name the likely encoding of a file that is not in the one asked for.
-ENCODING_CANDIDATES = ("utf-8", "gb18030", "big5", "shift_jis", "cp1252")
-
-
-def guess_encoding(path: Path, not_this: str, limit: int = 1 << 20) -> str | None:
-    """The first candidate encoding that decodes the start of ``path`` without an error."""
-    with open_binary(path) as f:
-        data = f.read(limit)
-    for enc in ENCODING_CANDIDATES:
-        if enc != not_this:
-            try:
-                data.decode(enc)
-            except UnicodeDecodeError as e:
-                if e.start < len(data) - 4:  # not just a character cut at the read limit
-                    continue
-            return enc
-    return None
 
 
 def open_text(path: str | Path, newline: str | None = None) -> TextIO:
@@ -274,38 +235,6 @@ def _read_one(open_: Opener, open_bin: Callable[[], IO[bytes]] | Path, name: str
             raise PretuneError(f"{name}: compressed parquet is not supported; decompress it first")
         return _read_parquet(open_bin if isinstance(open_bin, Path) else open_bin(), src.text_field, name)
     raise PretuneError(f"{name}: unknown format '{fmt}'")
-
-
-_SNIFF_BYTES = 1 << 16
-_MAX_UNDECODABLE = 0.2  # latin-1 text read as UTF-8 is ~1-5% undecodable; binaries ~50%+
-
-
-def check_text(path: Path, encoding: str = "utf-8") -> None:
-    """Refuse a file that is not text (an executable, random bytes, an image: control bytes),
-    or text that is mostly undecodable in ``encoding`` (then name the encoding it decodes
-    as). Judged on the first 64 KB; a few bad bytes stay a warning (replaced by U+FFFD)."""
-    with open_binary(path) as f:
-        sample = f.read(_SNIFF_BYTES)
-    if not sample:
-        return
-    try:
-        decoded = sample.decode(encoding, errors="replace")
-    except LookupError:
-        return  # an unknown encoding is reported, with the fix, when the file is opened
-    wide = encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
-    control = 0.0 if wide else sum(b < 32 and b not in b"\t\n\r\f" for b in sample) / len(sample)
-    bad = decoded.count("\ufffd") / max(1, len(decoded))
-    kb = f"{len(sample) // 1024 or 1} KB"
-    if control > 0.01:
-        raise PretuneError(
-            f"{path} is not a text file ({control:.0%} control bytes in its first {kb}); "
-            "sources must be text (txt, csv, tsv, jsonl, parquet): remove it from sources")
-    if bad > _MAX_UNDECODABLE:
-        guess = guess_encoding(path, encoding)
-        fix = f"it decodes as {guess}: set sources[].encoding={guess}" if guess else \
-            "re-encode it to UTF-8 or set sources[].encoding"
-        raise PretuneError(f"{path} is not {encoding} text ({bad:.0%} undecodable in its first "
-                           f"{kb}); {fix}")
 
 
 def _read_file(path: Path, src: SourceConfig, stats: SourceStats, in_dir: bool) -> Iterator[str]:

@@ -11,7 +11,7 @@ A saved directory loads with ``transformers.AutoTokenizer.from_pretrained(dir)``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import (
@@ -126,19 +126,76 @@ def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
         yield batch
 
 
-def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, out_dir: Path) -> PreTrainedTokenizerFast:
-    """Train a ``cfg.kind`` tokenizer on ``texts`` (streamed) and save it to ``out_dir``."""
+def continuation_alphabet(tok: Tokenizer, texts: Iterable[str], prefix: str = "##") -> list[str]:
+    """The ``##c`` tokens the WordPiece trainer will create: every character after the first
+    of a pre-tokenized word, sorted."""
+    chars: set[str] = set()
+    for text in texts:
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
+            chars.update(word[1:])
+    return [prefix + c for c in sorted(chars)]
+
+
+def _deterministic_wordpiece(tok: Tokenizer, cfg: TokenizerConfig, texts: Iterable[str]
+                             ) -> tuple[trainers.Trainer, list[str]]:
+    """The Rust WordPiece trainer numbers the ``##c`` tokens in hash-map order, which is
+    random per process, and breaks ties between equally frequent merges by those numbers: the
+    same corpus gave another vocabulary in every run. Registering them up front, sorted, as
+    trainer specials fixes their ids (they are made ordinary tokens again afterwards)."""
+    pinned = continuation_alphabet(tok, texts)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+        special_tokens=BERT_SPECIALS + pinned, continuing_subword_prefix="##",
+        show_progress=False)
+    return trainer, pinned
+
+
+def _unpin(tok: Tokenizer, pinned: list[str]) -> Tokenizer:
+    """The pinned ``##c`` tokens back as ordinary vocabulary (not added special tokens)."""
+    drop = set(pinned)
+    data = json.loads(tok.to_str())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] not in drop]
+    return Tokenizer.from_str(json.dumps(data))
+
+
+def _rounded_scores(tok: Tokenizer, digits: int = 9) -> Tokenizer:
+    """Unigram piece scores rounded and ties ordered: the trainer sums scores in hash-map
+    order, so their last bits (and the order of equal ones) differed between processes."""
+    data = json.loads(tok.to_str())
+    vocab = [[piece, round(score, digits)] for piece, score in data["model"]["vocab"]]
+    n = len(BERT_SPECIALS)  # ids 0..4 stay; equal scores are ordered by piece, not by hash
+    data["model"]["vocab"] = vocab[:n] + sorted(vocab[n:], key=lambda v: (-v[1], v[0]))
+    return Tokenizer.from_str(json.dumps(data))
+
+
+def train_tokenizer(texts: Iterable[str] | Callable[[], Iterable[str]], cfg: TokenizerConfig,
+                    out_dir: Path) -> PreTrainedTokenizerFast:
+    """Train a ``cfg.kind`` tokenizer on ``texts`` and save it to ``out_dir``; the same texts
+    give the same tokenizer in every process. ``texts``: a sequence, or a function returning a
+    fresh stream (WordPiece reads the corpus twice)."""
     tok, trainer = build_untrained(cfg)
+    stream = texts if callable(texts) else (lambda: texts)
+    pinned: list[str] = []
+    if cfg.kind == "wordpiece":
+        if not callable(texts) and iter(texts) is texts:  # a one-shot iterator: keep it
+            texts = list(texts)
+            stream = lambda: texts  # noqa: E731
+        trainer, pinned = _deterministic_wordpiece(tok, cfg, stream())
     try:
         # Batches let the Rust trainer count words in parallel.
-        tok.train_from_iterator(_batches(texts), trainer=trainer)
+        tok.train_from_iterator(_batches(stream()), trainer=trainer)
     except Exception as e:  # the Rust trainer reports e.g. "vocabulary is not large enough"
         raise PretuneError(
             f"training the {cfg.kind} tokenizer failed ({str(e).splitlines()[0]}); "
             f"check tokenizer.vocab_size={cfg.vocab_size} against the corpus size"
         ) from None
-    if tok.get_vocab_size() <= len(GPT_SPECIALS if cfg.kind == "bpe" else BERT_SPECIALS):
+    if tok.get_vocab_size() <= len(GPT_SPECIALS if cfg.kind == "bpe" else BERT_SPECIALS) \
+            + len(pinned):
         raise PretuneError("the tokenizer learned no vocabulary: the corpus is empty")
+    if pinned:
+        tok = _unpin(tok, pinned)
+    if cfg.kind == "unigram":
+        tok = _rounded_scores(tok)
     fast = wrap_fast(tok, cfg.kind, cfg.model_max_length)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -266,7 +266,8 @@ def _examples_blocks(rows: list[dict], metric: str, task: str) -> list[Block]:
 def _build(name: str, rows: list[dict], table: list[dict], metrics: dict[str, str],
            baseline: str, pretrain: dict | None,
            probes: list[dict] | None, contamination: list[dict] | None, compute: list[dict],
-           config_yaml: str, notes: list[str]) -> tuple[str, list[tuple[str, list[Block]]]]:
+           config_yaml: str, notes: list[str], env: dict[str, Any] | None = None
+           ) -> tuple[str, list[tuple[str, list[Block]]]]:
     order = {"start": _order([r["start"] for r in rows]),
              "strategy": _order([r["strategy"] for r in rows])}
     tasks = list(_order([r["task"] for r in rows]))
@@ -335,6 +336,9 @@ def _build(name: str, rows: list[dict], table: list[dict], metrics: dict[str, st
         if failed else ("p", "None: every run finished.", "")]))
     if notes:
         sections.append(("Notes", [("ul", list(notes))]))
+    if env:  # a CPU rerun is bitwise equal with these versions and thread count
+        sections.append(("Environment", [("table", ["", "value"],
+                                          [[k, str(v)] for k, v in env.items()], [])]))
     sections.append(("Configuration", [("pre", config_yaml or "(not given)")]))
     return f"pretune study: {name}", sections
 
@@ -386,7 +390,8 @@ def write_report(out_dir: Path, *, name: str, results: list[dict], metric: str |
                  pretrain: dict | None = None, probes: list[dict] | None = None,
                  contamination: list[dict] | None = None, compute: list[dict] | None = None,
                  config_yaml: str = "", notes: list[str] | None = None,
-                 baseline: str = "scratch") -> dict[str, Path]:
+                 baseline: str = "scratch", environment: dict[str, Any] | None = None
+                 ) -> dict[str, Path]:
     """Write results.csv, summary.csv, report.md (+ plots/*.png) and report.html to out_dir.
 
     ``results``: one dict per run (see stats). ``metric``: one for every task, or task -> metric
@@ -420,7 +425,8 @@ def write_report(out_dir: Path, *, name: str, results: list[dict], metric: str |
              summary_table([r for r in rows if r["task"] == task], metrics[task], baseline)]
     write_summary_csv(paths["summary"], table)
     title, sections = _build(name, rows, table, metrics, baseline, pretrain, probes,
-                             contamination, list(compute or []), config_yaml, notes)
+                             contamination, list(compute or []), config_yaml, notes,
+                             environment)
     write_pngs(paths["plots"], sections)
     paths["md"].write_text(render_md(title, sections), encoding="utf-8")
     paths["html"].write_text(render_html(title, sections), encoding="utf-8")

@@ -7,10 +7,12 @@ path), and the report; the training loop knows nothing about studies.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from pretune.config import ImageStudyConfig, StudyConfig, dump_yaml
+from pretune.study.environment import environment
 from pretune.study.matrix import (
     Phase,
     plan_cells,
@@ -74,10 +76,13 @@ def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool) 
         notes.append(f"{len(failed)} of {len(rows)} cells failed; they are listed in the report "
                      "and results.csv")
     notes.append(f"study wall time: {time.perf_counter() - t_study:.0f} s (this invocation)")
+    env = environment()
+    (out / "environment.json").write_text(json.dumps(env, indent=1) + "\n")
     paths = write_report(
         out, name=cfg.name, results=rows, metric=metric, pretrain=setup.pretrain,
         probes=setup.probes, contamination=setup.contamination,
         compute=[p.as_dict() for p in phases], config_yaml=dump_yaml(cfg), notes=notes,
+        environment=env,
     )
     print(f"report: {paths['html']}")
     return out
