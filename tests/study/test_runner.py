@@ -135,3 +135,14 @@ def test_start_finetune_from_a_mapping_and_from_a_sweep_best_yaml(study_cfg, tmp
     (best / "best.yaml").write_text("name: x\n")
     with pytest.raises(PretuneError, match="no `optim` section"):
         start_finetune(cfg, "builtin:minilm")
+
+
+def test_two_tasks_with_one_name_are_refused(study_cfg, tmp_path):
+    """a/good.csv and b/good.csv would share cell keys and mix their results."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "good.csv").write_text("text,label\nx,1\ny,0\n")
+    tasks = [{"path": str(tmp_path / d / "good.csv")} for d in ("a", "b")]
+    cfg = load_config(StudyConfig, None, [f"tasks={tasks}", "starts=[builtin:minilm]"])
+    with pytest.raises(PretuneError, match="two study tasks are both named 'good'"):
+        plan_cells(cfg)
