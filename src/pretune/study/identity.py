@@ -115,5 +115,21 @@ def write_stamp(run_dir: Path, fingerprint: str) -> None:
     path.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
 
 
-__all__ = ["config_identity", "digest", "file_digest", "path_digest",
+def plan_phase(run_dir: Path, fingerprint: str, finished: bool, checkpoints: Path,
+               label: str) -> str | None:
+    """What a cached phase (pre-training) must do: None (reuse it), "resume" (its checkpoints
+    came from these inputs) or "start" (over). Records the fingerprint when it will run."""
+    from pretune.train.checkpoint import latest_checkpoint
+
+    current = stamp_matches(run_dir, fingerprint)
+    if current and finished:
+        return None
+    if run_dir.exists() and not current:
+        print(f"== {label}: its config or data changed since {run_dir} was trained; starting "
+              "it over ==", flush=True)
+    write_stamp(run_dir, fingerprint)
+    return "resume" if current and latest_checkpoint(checkpoints) is not None else "start"
+
+
+__all__ = ["config_identity", "plan_phase", "digest", "file_digest", "path_digest",
            "source_identity", "stamp_matches", "stamp_path", "task_identity", "write_stamp"]

@@ -22,14 +22,12 @@ from pretune.study.contamination import ngram_overlap
 from pretune.study.identity import (
     config_identity,
     digest,
+    plan_phase,
     source_identity,
-    stamp_matches,
     task_identity,
-    write_stamp,
 )
 from pretune.study.matrix import Phase, Setup, StartSpec, task_label
 from pretune.tasks import get_kind
-from pretune.train.checkpoint import latest_checkpoint
 from pretune.train.pretrain import pretrain
 
 
@@ -62,16 +60,11 @@ def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Ph
     fingerprint = digest(config_identity(pcfg), source_identity(pcfg.model.name),
                          source_identity(pcfg.data) if isinstance(pcfg.data, str)
                          else [source_identity(s.path) for s in pcfg.data.sources])
-    current = stamp_matches(run_dir, fingerprint)
-    if run_dir.exists() and not current:
-        print(f"== {label}: its config or data changed since {run_dir} was trained; "
-              "starting it over ==", flush=True)
-    if not current or not (final / "config.json").exists():
-        # resume only from a complete checkpoint of these inputs; else start (over)
-        resume = current and latest_checkpoint(run_dir / "checkpoints") is not None
-        print(f"== {label}: {'resuming' if resume else 'starting'} ({pcfg.model.name}) ==", flush=True)
-        write_stamp(run_dir, fingerprint)
-        pretrain(pcfg, resume=resume, overwrite=not resume)
+    plan = plan_phase(run_dir, fingerprint, (final / "config.json").exists(),
+                      run_dir / "checkpoints", label)
+    if plan is not None:
+        print(f"== {label}: {plan} ({pcfg.model.name}) ==", flush=True)
+        pretrain(pcfg, resume=plan == "resume", overwrite=plan == "start")
         if not (final / "config.json").exists():  # SIGINT/SIGTERM: checkpointed, not finished
             print(f"{label} interrupted; run the same study command again to resume it")
             raise KeyboardInterrupt

@@ -19,14 +19,12 @@ from pretune.study.contamination import image_overlap
 from pretune.study.identity import (
     config_identity,
     digest,
+    plan_phase,
     source_identity,
-    stamp_matches,
     task_identity,
-    write_stamp,
 )
 from pretune.study.matrix import Phase, Setup, StartSpec, task_labels
 from pretune.study.phases import loop_history
-from pretune.train.checkpoint import latest_checkpoint
 from pretune.train.pretrain_images import pretrain_images
 
 
@@ -38,17 +36,13 @@ def _pretrain(cfg: ImageStudyConfig, out: Path, phases: list[Phase]) -> tuple[Pa
     pcfg = cfg.pretrain.model_copy(update={"name": "pretrain", "output_dir": str(out)})
     fingerprint = digest(config_identity(pcfg), source_identity(pcfg.model.name),
                          task_identity(pcfg.data))
-    current = stamp_matches(run_dir, fingerprint)
-    if run_dir.exists() and not current:
-        print(f"== image pre-training: its config or data changed since {run_dir} was "
-              "trained; starting it over ==", flush=True)
-    if not current or not ((run_dir / "model" / "config.json").is_file()
-                           and (run_dir / "metrics.json").is_file()):
-        resume = current and latest_checkpoint(run_dir / "train" / "checkpoints") is not None
-        print(f"== image pre-training: {'resuming' if resume else 'starting'} "
-              f"({pcfg.model.name}, {pcfg.objective}, {pcfg.data.path}) ==", flush=True)
-        write_stamp(run_dir, fingerprint)
-        pretrain_images(pcfg, overwrite=not resume, resume=resume)
+    done = (run_dir / "model" / "config.json").is_file() and (run_dir / "metrics.json").is_file()
+    plan = plan_phase(run_dir, fingerprint, done, run_dir / "train" / "checkpoints",
+                      "image pre-training")
+    if plan is not None:
+        print(f"== image pre-training: {plan} ({pcfg.model.name}, {pcfg.objective}, "
+              f"{pcfg.data.path}) ==", flush=True)
+        pretrain_images(pcfg, overwrite=plan == "start", resume=plan == "resume")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     timing = metrics.get("timing", {})
     phases.append(Phase("pre-training", timing.get("images"), float(timing.get("seconds", 0.0)),
