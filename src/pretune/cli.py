@@ -39,10 +39,14 @@ def prepare(*args: str, overwrite: bool = False) -> None:
 
 
 def pretrain(*args: str, resume: bool = False, overwrite: bool = False) -> None:
-    """Pre-train (or continue pre-training) a model with masked LM or causal LM.
+    """Pre-train (or continue pre-training) a model: masked LM, causal LM, ELECTRA, SimCSE.
 
     ARGS: an optional YAML file, then key=value overrides of PretrainConfig, e.g.
-    `pretune pretrain model.name=gpt-mini train.max_steps=500`. Output: runs/<name>/.
+    `pretune pretrain model.name=gpt-mini train.max_steps=500`. objective= auto (mlm for
+    bert-*, clm for gpt-*), electra (replaced-token detection; exports the discriminator),
+    simcse (contrastive sentence loss; simcse_weight=0.5 adds it to mlm/electra), wordvec
+    (corpus word vectors in the embeddings, no training; embedding_init=wordvec warm-starts
+    any objective with them). mlm_probability=0.4 masks 40%. Output: runs/<name>/.
     --resume continues exactly from the last checkpoint of runs/<name>/.
     """
     from pretune.config import PretrainConfig, load_config

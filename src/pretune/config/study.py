@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pretune.config.base import (
     RunName,
     Section,
     apply_overrides,
+    deep_merge,
+    format_validation_error,
     load_config,
     load_yaml,
     paths_shorthand,
@@ -65,11 +67,39 @@ class StudyConfig(MatrixConfig):
     modality: Literal["text"] = "text"  # `modality: image` selects ImageStudyConfig
     prepare: PrepareConfig | None = PrepareConfig()
     pretrain: PretrainConfig | None = None  # its `data` is replaced by `prepare`'s artifact
+    # More pre-training recipes side by side, each merged onto `pretrain` and a start of its
+    # own, `pretrained-<key>`: e.g. {electra: {objective: electra}, wordvec: {objective: wordvec}}.
+    pretrain_variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     continued: PretrainConfig | None = None  # continued pre-training of an hf:/builtin start
     tasks: list[TextTaskSpec] = Field(default_factory=lambda: [TaskConfig()])
     finetune: FinetuneConfig = FinetuneConfig()  # defaults for every cell (model/task replaced)
     probes: bool = True  # linear probe on intermediate pre-training checkpoints
     contamination_ngram: int = Field(13, ge=3)
+
+    @field_validator("pretrain_variants")
+    @classmethod
+    def _variant_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key in v:
+            if not key.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"pretrain_variants.{key}: use letters, digits, - and _ (it "
+                                 "names the start pretrained-<key> and its run directory)")
+        return v
+
+    def variant(self, key: str) -> PretrainConfig:
+        """The `pretrain` section with variant ``key``'s settings merged in."""
+        if self.pretrain is None:
+            raise PretuneError("pretrain_variants need a `pretrain:` section to vary")
+        merged = deep_merge(self.pretrain.model_dump(mode="json"), self.pretrain_variants[key])
+        try:
+            return PretrainConfig.model_validate(merged)
+        except ValidationError as e:
+            raise PretuneError(format_validation_error(e, f"pretrain_variants.{key}")) from None
+
+    @model_validator(mode="after")
+    def _variants_valid(self) -> StudyConfig:
+        for key in self.pretrain_variants:  # a typo fails at load, not after the first phase
+            self.variant(key)
+        return self
 
     @classmethod
     def _before(cls, data: dict[str, Any]) -> dict[str, Any]:

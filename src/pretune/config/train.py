@@ -71,10 +71,28 @@ class PretrainConfig(Section):
     # A prepared artifact directory, or an inline prepare config (run first, cached).
     data: str | PrepareConfig = PrepareConfig()
     model: ModelConfig = ModelConfig()
-    objective: Literal["auto", "mlm", "clm"] = "auto"  # auto: from the architecture
+    # auto: from the architecture (mlm for bert-*, clm for gpt-*). electra: replaced-token
+    # detection (a small generator + the discriminator, exported). simcse: only the contrastive
+    # sentence loss. wordvec: no transformer training, the word vectors alone (seconds).
+    objective: Literal["auto", "mlm", "clm", "electra", "simcse", "wordvec"] = "auto"
     seq_len: int = Field(128, ge=8)
-    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    mlm_probability: float = Field(0.15, gt=0, lt=1)  # also ELECTRA's generator masking
     whole_word_mask: bool = False
+    # Initialise the word embeddings with vectors learned from the corpus's co-occurrences
+    # (PPMI + truncated SVD, seconds) before the objective trains; `wordvec` does only this.
+    embedding_init: Literal["random", "wordvec"] = "random"
+    wordvec_window: int = Field(5, ge=1, le=20)
+    # ELECTRA: generator width (and depth of heads) as a fraction of the discriminator's, and
+    # the weight of the discriminator's loss against the generator's MLM loss (paper: 50).
+    electra_generator_size: float = Field(0.25, gt=0, le=1)
+    electra_weight: float = Field(50.0, gt=0)
+    # Unsupervised SimCSE, added to mlm / electra when > 0 (objective simcse uses weight 1):
+    # `simcse_windows` spans of `simcse_window` tokens per block, two dropout views each,
+    # in-batch negatives.
+    simcse_weight: float = Field(0.0, ge=0)
+    simcse_window: int = Field(32, ge=4)
+    simcse_windows: int = Field(1, ge=1)
+    simcse_temperature: float = Field(0.05, gt=0)
     optim: OptimConfig = OptimConfig()
     train: LoopConfig = LoopConfig(max_steps=1000, eval_every=200, save_every=500)
     val_batches: int = Field(20, ge=1)  # validation batches per evaluation

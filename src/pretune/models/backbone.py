@@ -47,7 +47,10 @@ class Backbone:
         self.is_decoder = self._is_decoder()
         # Mean pooling suits sentence encoders (MiniLM); decoders see the whole text only at
         # the last token.
-        self.pooling: Pooling = pooling or ("last" if self.is_decoder else "mean")
+        # A pretune-pretrained model records the pooling its objective trained
+        # (config.pretune_pooling).
+        recorded = getattr(self.config, "pretune_pooling", None)
+        self.pooling: Pooling = pooling or recorded or ("last" if self.is_decoder else "mean")
 
     def _is_decoder(self) -> bool:
         try:

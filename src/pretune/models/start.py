@@ -116,8 +116,10 @@ def _from_dir(name: str, path: Path) -> Start:
     except PretuneError:
         objective = None
     keys = weight_keys(path, f"model.name={name}")
-    mlm = any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs) if archs else \
-        any(k in key for key in keys for k in _MLM_HEAD_KEYS)
+    # ELECTRA's ...ForPreTraining is the discriminator: a replaced-token head, no MLM head
+    mlm = any(a.endswith("ForMaskedLM") or (a.endswith("ForPreTraining")
+                                             and not a.startswith("Electra")) for a in archs) \
+        if archs else any(k in key for key in keys for k in _MLM_HEAD_KEYS)
     tok = path if any((path / f).is_file() for f in _TOKENIZER_FILES) else None
     return Start(name, "text", path=path, model_type=config.get("model_type"),
                  architectures=archs, objective=objective, has_mlm_head=mlm,

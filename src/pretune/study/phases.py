@@ -144,6 +144,12 @@ def run_pretraining(cfg: StudyConfig, out: Path, phases: list[Phase], holdout: P
         corpus = ", ".join(s.path.removeprefix("builtin:") for s in cfg.prepare.sources)
         pretrain_info = {**summary, "history": history, "corpus": corpus,
                          "model": cfg.pretrain.model.name, "objective": summary.get("objective")}
+        for key in cfg.pretrain_variants:  # other recipes, each a start of its own
+            vcfg = cfg.variant(key)
+            vcfg = vcfg.model_copy(update={"name": f"pretrain-{key}", "output_dir": str(out),
+                                           "data": str(prep_dir)})
+            checkpoints[f"pretrained-{key}"] = _pretrain_phase(
+                vcfg, out, f"pre-training ({key})", phases)
     if cfg.continued is not None:
         ccfg = cfg.continued
         data = ccfg.data
@@ -261,6 +267,12 @@ def _start_spec(cfg: StudyConfig, start: str, checkpoints: dict[str, Path]) -> S
         if start not in checkpoints:
             section = "pretrain" if start == "pretrained" else "continued"
             raise PretuneError(f"start '{start}' needs a `{section}:` section in the study config")
+        return StartSpec(str(checkpoints[start]))
+    if start.startswith("pretrained-") and not Path(start).is_dir():
+        if start not in checkpoints:
+            key = start.removeprefix("pretrained-")
+            raise PretuneError(f"start '{start}' needs pretrain_variants.{key} in the study "
+                               f"config (variants: {', '.join(cfg.pretrain_variants) or 'none'})")
         return StartSpec(str(checkpoints[start]))
     return StartSpec(start)
 

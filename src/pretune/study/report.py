@@ -120,6 +120,13 @@ def write_results_csv(path: Path, results: list[dict]) -> None:
                         ("" if r.get(c) is None else r[c]) for c in cols])
 
 
+def _start_rank(start: str) -> int:
+    """The study's own pre-training first, then its variants and continued, then the rest."""
+    if start == "pretrained":
+        return 0
+    return 1 if start == "continued" or start.startswith("pretrained-") else 2
+
+
 def write_summary_csv(path: Path, table: list[dict]) -> None:
     cols = list(table[0]) if table else ["task", "start", "strategy", "budget", "metric", "n"]
     with path.open("w", newline="", encoding="utf-8") as f:
@@ -159,8 +166,8 @@ def _verdict_section(rows: list[dict], metric: str, baseline: str, corpus: str |
         firsts: dict[str, int] = {}
         for i, c in enumerate(mine):
             firsts.setdefault(c["start"], i)
-        order = {"pretrained": 0, "continued": 1}
-        for i in sorted(firsts.values(), key=lambda i: (order.get(mine[i]["start"], 2), i)):
+        rank = {s: _start_rank(s) for s in firsts}
+        for i in sorted(firsts.values(), key=lambda i: (rank[mine[i]["start"]], i)):
             blocks.append(("p", texts[i][0], texts[i][1]))
         if len(texts) > len(firsts):
             blocks.append(("details", f"All {len(texts)} comparisons on {task}, most "

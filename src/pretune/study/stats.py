@@ -332,6 +332,8 @@ def _subject(start: str, corpus: str | None) -> str:
         return f"Pre-training{on}"
     if start == "continued":
         return f"Continued pre-training{on}"
+    if start.startswith("pretrained-"):
+        return f"Pre-training ({start.removeprefix('pretrained-')}){on}"
     return f"Starting from {start}"
 
 

@@ -212,3 +212,60 @@ def clm_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
 
 def loss_for(objective: Literal["mlm", "clm"]):
     return mlm_loss if objective == "mlm" else clm_loss
+
+
+# ---------------------------------------------------------------- the pre-training recipe
+
+@dataclass
+class Recipe:
+    """What ``pretrain`` trains for one objective: the module the loop steps, its training and
+    validation losses, the batches it reads (``mlm`` blocks or ``clm`` blocks), the module
+    exported as the model (the discriminator for ELECTRA), and the pieces the extra losses
+    act on."""
+
+    objective: str
+    blocks: Literal["mlm", "clm"]
+    model: nn.Module
+    export: nn.Module
+    loss: Any  # (model, batch) -> scalar
+    val_loss: Any  # (model, batch, index) -> scalar, deterministic
+
+
+def recipe(cfg: Any, objective: str, model: nn.Module, cls_id: int | None) -> Recipe:
+    """Compose the losses of ``cfg`` (a PretrainConfig) around ``model``: mlm / clm /
+    electra (``model`` is then an ``ElectraPair``) / simcse, plus SimCSE when
+    ``simcse_weight > 0``."""
+    from pretune.train.contrastive import simcse_loss, spans
+    from pretune.train.electra import electra_loss
+
+    blocks: Literal["mlm", "clm"] = "clm" if objective == "clm" else "mlm"
+    export = getattr(model, "discriminator", model)
+    if objective == "electra":
+        def base(m: nn.Module, b: dict[str, Tensor], seed: int | None = None) -> Tensor:
+            return electra_loss(m, b, cfg.electra_weight, sample_seed=seed)[0]
+        encoder = lambda m: m.electra  # noqa: E731
+    elif objective == "clm":
+        def base(m: nn.Module, b: dict[str, Tensor], seed: int | None = None) -> Tensor:
+            return clm_loss(m, b)
+        encoder = None
+    elif objective == "simcse":
+        base = None
+        encoder = lambda m: getattr(m, "base_model", m)  # noqa: E731
+    else:  # mlm (and wordvec, which never trains)
+        def base(m: nn.Module, b: dict[str, Tensor], seed: int | None = None) -> Tensor:
+            return mlm_loss(m, b)
+        encoder = lambda m: getattr(m, "base_model", m)  # noqa: E731
+    weight = 1.0 if objective == "simcse" else cfg.simcse_weight
+    if weight > 0 and encoder is None:
+        raise PretuneError("simcse_weight needs an encoder objective (mlm or electra); the clm "
+                           "objective reads text left to right and has no sentence view")
+
+    def total(m: nn.Module, b: dict[str, Tensor], seed: int | None = None) -> Tensor:
+        loss = base(m, b, seed) if base is not None else 0.0
+        if weight > 0:
+            views = spans(b, cfg.simcse_window, cfg.simcse_windows, cls_id)
+            loss = loss + weight * simcse_loss(encoder(m), views, cfg.simcse_temperature)
+        return loss
+
+    return Recipe(objective, blocks, model, export, loss=lambda m, b: total(m, b),
+                  val_loss=lambda m, b, i: total(m, b, seed=i))

@@ -26,13 +26,34 @@ from pretune.data.pipeline import prepare
 from pretune.data.shards import PackedTokens
 from pretune.errors import PretuneError
 from pretune.models.card import model_card
-from pretune.models.registry import count_params, flops_per_token, load_model, load_tokenizer_for
-from pretune.models.start import resolve_start
+from pretune.models.registry import (
+    build_config,
+    count_params,
+    flops_per_token,
+    load_model,
+    load_tokenizer_for,
+)
+from pretune.models.start import Start, resolve_start
 from pretune.train import checkpoint as ckpt
+from pretune.train.electra import ElectraPair, check_electra_start, electra_configs
 from pretune.train.loop import Evaluation, fit
-from pretune.train.objectives import BlockBatches, MaskingSpec, loss_for
+from pretune.train.objectives import BlockBatches, MaskingSpec, recipe
 from pretune.train.rundir import mark_run, remove_run, run_lock
 from pretune.train.runtime import default_save, distributed
+from pretune.train.state import FitResult
+from pretune.train.wordvec import init_embeddings, word_vectors
+
+_AUTO_CLASS = {"mlm": "AutoModelForMaskedLM", "simcse": "AutoModelForMaskedLM",
+               "wordvec": "AutoModelForMaskedLM", "clm": "AutoModelForCausalLM",
+               "electra": "AutoModelForPreTraining"}
+_OBJECTIVE_WORDS = {
+    "electra": "ELECTRA replaced-token detection; this is the discriminator",
+    "simcse": "unsupervised SimCSE, a contrastive sentence objective",
+    "wordvec": "corpus word vectors (PPMI + SVD) in the embeddings; the transformer is "
+               "untrained",
+}
+POOLING_NOTE = ("Sentence features: mean-pool `last_hidden_state` over the real tokens; the "
+                "[CLS] pooler was never trained (`config.pretune_pooling` says so too).")
 
 
 def _artifact(data: str | PrepareConfig) -> Path:
@@ -65,14 +86,87 @@ def pretrain_card(*, name: str, corpus: str, objective: str, model: nn.Module, s
     return model_card(
         title=name, tags=("pretune", objective),
         summary=f"Pre-trained with [pretune](https://example.invalid/pretune) "
-                f"({objective.upper()} objective).",
+                f"({_OBJECTIVE_WORDS.get(objective, objective.upper() + ' objective')}).",
         facts=[("architecture", f"{cfg.model_type}, {cfg.num_hidden_layers} layers, hidden "
                                 f"{cfg.hidden_size}, {count_params(model):,} parameters"),
                ("corpus", corpus), ("objective", objective),
                ("steps / tokens", f"{steps:,} / {tokens:,}"),
                ("final train loss", fmt(train_loss)),
-               ("final validation loss (perplexity)", f"{fmt(val_loss)} ({ppl})")],
-        auto_class="AutoModelForMaskedLM" if objective == "mlm" else "AutoModelForCausalLM")
+               ("final validation loss (perplexity)", f"{fmt(val_loss)} ({ppl})")
+               if objective in ("mlm", "clm") else ("final validation loss", fmt(val_loss))],
+        auto_class=_AUTO_CLASS.get(objective, "AutoModel"),
+        footer="" if objective == "clm" else POOLING_NOTE)
+
+
+def _objective(cfg: PretrainConfig, start: Start) -> str:
+    """The objective to train, checked against the start: the LM objectives need their family,
+    ELECTRA and the word-vector warm start a random-init architecture."""
+    objective = start.objective if cfg.objective == "auto" else cfg.objective
+    if objective is None or objective == "seq2seq":
+        raise PretuneError(f"model.name={cfg.model.name} ({start.model_type or start.arch}) "
+                           "is not pre-trained by pretune (masked or causal LM only); choose an "
+                           "encoder (bert-*) or a decoder (gpt-*), or fine-tune it directly")
+    if objective in ("electra", "simcse") and start.objective != "mlm":
+        raise PretuneError(f"objective={objective} trains an encoder; model.name={cfg.model.name}"
+                           " is a decoder: choose a bert-* architecture or objective=clm")
+    if objective == "electra":
+        check_electra_start(start.random_init, start.family, cfg.model.name)
+    if (objective == "wordvec" or cfg.embedding_init == "wordvec") and not start.random_init:
+        raise PretuneError(f"word vectors initialise a random-init architecture; model.name="
+                           f"{cfg.model.name} already has trained embeddings: drop "
+                           "embedding_init=wordvec / objective=wordvec, or pick a bert-*/gpt-*")
+    return objective
+
+
+def _build_model(cfg: PretrainConfig, objective: str, start: Start, tokenizer) -> nn.Module:
+    if objective == "electra":
+        bert = build_config(start.arch, tokenizer, cfg.model.overrides, cfg.model.dropout)
+        return ElectraPair(*electra_configs(bert, cfg.electra_generator_size))
+    # mlm / clm name their head (a mismatch with the architecture fails in load_model);
+    # simcse and wordvec keep the architecture's own LM head
+    head = objective if objective in ("mlm", "clm") else (start.objective or "mlm")
+    return load_model(cfg.model, head, tokenizer, start=start)
+
+
+def _warm_start(cfg: PretrainConfig, model: nn.Module, tokenizer, tokens) -> float:
+    """Corpus word vectors into ``model``'s embeddings; returns the seconds it took."""
+    t0 = time.perf_counter()
+    emb = model.get_input_embeddings()
+    vectors, seen = word_vectors(tokens, emb.num_embeddings, emb.embedding_dim,
+                                 window=cfg.wordvec_window,
+                                 skip_ids=tuple(tokenizer.all_special_ids), seed=cfg.train.seed)
+    rows = init_embeddings(emb, vectors, seen, float(model.config.initializer_range))
+    print(f"word vectors: {rows:,} of {emb.num_embeddings:,} embeddings from {len(tokens):,} "
+          f"corpus tokens (PPMI + SVD, window {cfg.wordvec_window}) in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return time.perf_counter() - t0
+
+
+def _stamp(model: nn.Module, objective: str) -> None:
+    """Record in config.json how the model was made and how to pool it."""
+    model.config.pretune_objective = objective
+    model.config.pretune_pooling = "last" if objective == "clm" else "mean"
+
+
+def _write_wordvec(cfg: PretrainConfig, run_dir: Path, model: nn.Module, tokenizer,
+                   artifact: Path, train_tokens: PackedTokens, seconds: float) -> Path:
+    """objective=wordvec: the architecture with its corpus word vectors, no training steps."""
+    if distributed()[0] != 0:
+        return run_dir / "final"
+    mark_run(run_dir)
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    corpus = str(cfg.data) if isinstance(cfg.data, str) else ", ".join(s.path for s in cfg.data.sources)
+
+    def save(m: nn.Module, path: Path) -> None:
+        _stamp(m, "wordvec")
+        default_save(m, path)
+        tokenizer.save_pretrained(path)
+
+    result = FitResult(steps=0, tokens=len(train_tokens), seconds=seconds, stopped_reason="wordvec")
+    final = run_dir / "final"
+    _write_final(final, model, save, result, cfg, "wordvec", corpus, artifact, seconds, None, None)
+    print(f"word vectors from {len(train_tokens):,} tokens into {cfg.model.name}; model: {final}")
+    return final
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
@@ -98,6 +192,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
         raise PretuneError(f"model.name={cfg.model.name} is an image model; pre-train it with "
                            f"`pretune pretrain-images model.name={cfg.model.name}`, or choose "
                            "a text architecture (bert-*, gpt-*)")
+    objective = _objective(cfg, start.require("text"))
     artifact = _artifact(cfg.data)
     train_tokens = PackedTokens(artifact, "train")
     val_tokens = PackedTokens(artifact, "val")
@@ -110,41 +205,50 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
         _check_same_tokenizer(tokenizer, tok_dir, cfg.model.name)
 
     torch.manual_seed(cfg.train.seed)  # model init
-    objective = start.objective if cfg.objective == "auto" else cfg.objective
-    if objective is None or objective == "seq2seq":
-        raise PretuneError(f"model.name={cfg.model.name} ({start.model_type or start.arch}) "
-                           "is not pre-trained by pretune (masked or causal LM only); choose an "
-                           "encoder (bert-*) or a decoder (gpt-*), or fine-tune it directly")
-    model = load_model(cfg.model, objective, tokenizer, start=start)
+    model = _build_model(cfg, objective, start, tokenizer)
     if cfg.seq_len > model.config.max_position_embeddings:
         raise PretuneError(
             f"seq_len={cfg.seq_len} exceeds the model's {model.config.max_position_embeddings} "
             "positions; lower seq_len")
+    if cfg.simcse_weight > 0 or objective == "simcse":
+        dropout = getattr(model.config, "hidden_dropout_prob", None)
+        if dropout == 0:
+            print("note: SimCSE's two views differ only by dropout, and model.dropout=0 turns it "
+                  "off: the contrastive loss learns nothing; keep dropout > 0", file=sys.stderr)
 
     masking = cls_id = None
-    if objective == "mlm":
+    lm_blocks = "clm" if objective == "clm" or (objective == "wordvec" and start.objective == "clm") \
+        else "mlm"
+    if lm_blocks == "mlm":
         masking = MaskingSpec.from_tokenizer(tokenizer, cfg.mlm_probability, cfg.whole_word_mask)
         cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    vector_seconds = 0.0
+    if (objective == "wordvec" or cfg.embedding_init == "wordvec") and not resume:
+        vector_seconds = _warm_start(cfg, model, tokenizer, train_tokens.tokens)
+    parts = recipe(cfg, objective, model, cls_id)
+    if objective == "wordvec":
+        return _write_wordvec(cfg, run_dir, parts.export, tokenizer, artifact, train_tokens,
+                              vector_seconds)
     common = dict(masking=masking, cls_id=cls_id, seed=cfg.train.seed)
     if masking is not None and masking.whole_word and train_tokens.word_starts is None \
             and has_cjk(tokenizer.decode(train_tokens.tokens[:2000].tolist())):
         print("note: whole_word_mask on Chinese text whose artifact has no word boundaries masks "
               "single characters; prepare it with word_boundaries=auto for whole-word masking",
               file=sys.stderr)
-    batches = BlockBatches(train_tokens.tokens, objective, cfg.seq_len, cfg.train.batch_size,
+    batches = BlockBatches(train_tokens.tokens, lm_blocks, cfg.seq_len, cfg.train.batch_size,
                            rank=rank, world_size=world, word_starts=train_tokens.word_starts,
                            **common)
-    loss_fn = loss_for(objective)
     val: list[dict] = []
     if len(val_tokens) >= cfg.seq_len * cfg.train.batch_size:
-        val = BlockBatches(val_tokens.tokens, objective, cfg.seq_len, cfg.train.batch_size,
+        val = BlockBatches(val_tokens.tokens, lm_blocks, cfg.seq_len, cfg.train.batch_size,
                            shuffle=False, name="val", word_starts=val_tokens.word_starts,
                            **common).fixed(cfg.val_batches)
     last: dict[str, float | None] = {"val_loss": None}
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         device = next(m.parameters()).device
-        losses = [loss_fn(m, {k: v.to(device) for k, v in b.items()}).float() for b in val]
+        losses = [parts.val_loss(m, {k: v.to(device) for k, v in b.items()}, i).float()
+                  for i, b in enumerate(val)]
         value = float(torch.stack(losses).mean())
         last["val_loss"] = value
         return {"val_loss": value, "val_ppl": math.exp(min(value, 50.0))}
@@ -160,6 +264,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
         return train[-1]["loss"] if train else None
 
     def save_fn(m: nn.Module, path: Path) -> None:
+        m = getattr(m, "discriminator", m)  # ELECTRA: the generator goes beside it, not in it
+        _stamp(m, objective)
         default_save(m, path)
         tokenizer.save_pretrained(path)
         steps = int(path.name.split("-")[-1]) if path.name.startswith("step-") else 0
@@ -172,7 +278,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
         mark_run(run_dir)
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     t0 = time.perf_counter()
-    result = fit(model, loss_fn, batches, cfg.train, cfg.optim, run_dir,
+    result = fit(model, parts.loss, batches, cfg.train, cfg.optim, run_dir,
                  evaluate=Evaluation(evaluate, metric="val_loss") if val else None,
                  save_fn=save_fn, resume=resume)
     seconds = time.perf_counter() - t0
@@ -188,17 +294,37 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
                   f"({result.stopped_reason}); nothing to do: {final}")
         return final
     if rank == 0:
-        _write_final(final, model, save_fn, result, cfg, objective, corpus, artifact, seconds,
-                     last_train_loss(), last["val_loss"])
+        _write_final(final, parts.export, save_fn, result, cfg, objective, corpus, artifact, seconds,
+                     last_train_loss(), last["val_loss"], trained=parts.model)
         val = "" if last["val_loss"] is None else f", val loss {last['val_loss']:.4f}"
         print(f"pre-trained {result.steps:,} steps / {result.tokens:,} tokens in "
               f"{result.seconds:.0f} s ({result.stopped_reason}{val}); model: {final}")
     return final
 
 
+def _flops_per_token(cfg: PretrainConfig, objective: str, trained: nn.Module) -> float:
+    """Training FLOPs per stream token of each objective: ELECTRA adds its generator, SimCSE
+    its two views of the spans; word vectors train no transformer (0)."""
+    if objective == "wordvec":
+        return 0.0
+    per = flops_per_token(trained.config, cfg.seq_len)
+    generator = getattr(trained, "generator", None)
+    if generator is not None:
+        per += flops_per_token(generator.config, cfg.seq_len)
+    weight = 1.0 if objective == "simcse" else cfg.simcse_weight
+    if weight > 0:
+        views = 2 * cfg.simcse_windows * (cfg.simcse_window + 1) / cfg.seq_len
+        per = per * (views if objective == "simcse" else 1 + views)
+    return per
+
+
 def _write_final(final: Path, model: nn.Module, save_fn, result, cfg: PretrainConfig,
                  objective: str, corpus: str, artifact: Path, seconds: float,
-                 train_loss: float | None, val_loss: float | None) -> None:
+                 train_loss: float | None, val_loss: float | None,
+                 trained: nn.Module | None = None) -> None:
+    """The exported model, its card and summary.json. ``trained``: the module the loop
+    stepped (ELECTRA's generator + discriminator), for the FLOPs."""
+    per_token = _flops_per_token(cfg, objective, trained or model)
     tmp = final.with_name(".final-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -216,9 +342,9 @@ def _write_final(final: Path, model: nn.Module, save_fn, result, cfg: PretrainCo
         "wall_seconds": round(seconds, 3), "train_seconds": round(result.seconds, 3),
         "seconds": round(result.seconds, 3),  # cumulative training time (across resumes)
         "tokens_per_second": result.tokens / max(result.seconds, 1e-9),
-        "flops_per_token": flops_per_token(model.config, cfg.seq_len),
-        "estimated_flops": flops_per_token(model.config, cfg.seq_len) * result.tokens,
-        "flops": flops_per_token(model.config, cfg.seq_len) * result.tokens,
+        "flops_per_token": per_token,
+        "estimated_flops": per_token * result.tokens,
+        "flops": per_token * result.tokens,
         "final_train_loss": train_loss, "final_val_loss": val_loss,
         "final_val_ppl": None if val_loss is None else math.exp(min(val_loss, 50.0)),
         "stopped_reason": result.stopped_reason,
