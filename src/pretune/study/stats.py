@@ -328,13 +328,10 @@ def is_significant(c: dict) -> bool:
 
 def _subject(start: str, corpus: str | None) -> str:
     on = f" on {corpus}" if corpus else ""
-    if start == "pretrained":
-        return f"Pre-training{on}"
-    if start == "continued":
-        return f"Continued pre-training{on}"
-    if start.startswith("pretrained-"):
-        return f"Pre-training ({start.removeprefix('pretrained-')}){on}"
-    return f"Starting from {start}"
+    variant = start.startswith("pretrained-") and f" ({start.removeprefix('pretrained-')})"
+    if start == "pretrained" or variant:
+        return f"Pre-training{variant or ''}{on}"
+    return f"Continued pre-training{on}" if start == "continued" else f"Starting from {start}"
 
 
 def _amount(x: float, metric: str, signed: bool = True) -> str:
