@@ -86,7 +86,8 @@ def measure_speed(study: dict[str, Any], objectives: list[str], steps: int, out:
 
 
 def study_for(study: dict[str, Any], minutes: float, objectives: list[str],
-              speed: dict[str, float], seeds: list[int], quick: bool) -> dict[str, Any]:
+              speed: dict[str, float], seeds: list[int], quick: bool,
+              full_on: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """One study config: the first objective is `pretrain`, the others `pretrain_variants`."""
     def steps(name: str) -> int:
         s = speed[name]
@@ -110,6 +111,10 @@ def study_for(study: dict[str, Any], minutes: float, objectives: list[str],
         "budgets": [128, 1024], "seeds": seeds, "probes": False,
         "exclude": [{"strategy": "full", "budget": 128}],
     })
+    start_of = {first: "pretrained", **{n: f"pretrained-{n}" for n in rest}}
+    for task, names in (full_on or {}).items():  # full fine-tuning on this task: these only
+        out["exclude"] += [{"task": task, "strategy": "full", "start": start_of[n]}
+                           for n in objectives if n not in names]
     if quick:
         out["tasks"] = [dict(t, test_size=200) for t in study["tasks"]]
         out["finetune"] = {**study.get("finetune", {}), "train": {"epochs": 1, "batch_size": 16}}
@@ -151,6 +156,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="runs/bench-quality")
     ap.add_argument("--speed-steps", type=int, default=30)
+    ap.add_argument("--wiki-full", nargs="+", choices=list(OBJECTIVES),
+                    help="full fine-tuning on wiki-topics for these objectives only (and "
+                         "scratch); ~70 s a run on 2 cores, so the whole matrix takes an hour")
     ap.add_argument("--quick", action="store_true", help="tiny budget and tasks (smoke test)")
     args = ap.parse_args()
     study = base_study()
@@ -168,7 +176,7 @@ def main() -> None:
     report = []
     for m in minutes:
         cfg = study_for(study, m, args.objectives, speed, [0] if args.quick else args.seeds,
-                        args.quick)
+                        args.quick, {"wiki-topics": args.wiki_full} if args.wiki_full else None)
         cfg["output_dir"] = str(out)
         t0 = time.perf_counter()
         study_dir = run_study(StudyConfig.model_validate(cfg))
