@@ -218,13 +218,11 @@ def loss_for(objective: Literal["mlm", "clm"]):
 
 @dataclass
 class Recipe:
-    """What ``pretrain`` trains for one objective: the module the loop steps, its training and
-    validation losses, the batches it reads (``mlm`` blocks or ``clm`` blocks), the module
-    exported as the model (the discriminator for ELECTRA), and the pieces the extra losses
-    act on."""
+    """What ``pretrain`` trains for one objective: the module the loop steps, the module
+    exported as the model (the discriminator for ELECTRA), and the training and validation
+    losses."""
 
     objective: str
-    blocks: Literal["mlm", "clm"]
     model: nn.Module
     export: nn.Module
     loss: Any  # (model, batch) -> scalar
@@ -238,7 +236,6 @@ def recipe(cfg: Any, objective: str, model: nn.Module, cls_id: int | None) -> Re
     from pretune.train.contrastive import simcse_loss, spans
     from pretune.train.electra import electra_loss
 
-    blocks: Literal["mlm", "clm"] = "clm" if objective == "clm" else "mlm"
     export = getattr(model, "discriminator", model)
     if objective == "electra":
         def base(m: nn.Module, b: dict[str, Tensor], seed: int | None = None) -> Tensor:
@@ -267,5 +264,5 @@ def recipe(cfg: Any, objective: str, model: nn.Module, cls_id: int | None) -> Re
             loss = loss + weight * simcse_loss(encoder(m), views, cfg.simcse_temperature)
         return loss
 
-    return Recipe(objective, blocks, model, export, loss=lambda m, b: total(m, b),
+    return Recipe(objective, model, export, loss=lambda m, b: total(m, b),
                   val_loss=lambda m, b, i: total(m, b, seed=i))

@@ -142,10 +142,19 @@ def _warm_start(cfg: PretrainConfig, model: nn.Module, tokenizer, tokens) -> flo
     return time.perf_counter() - t0
 
 
-def _stamp(model: nn.Module, objective: str) -> None:
-    """Record in config.json how the model was made and how to pool it."""
-    model.config.pretune_objective = objective
-    model.config.pretune_pooling = "last" if objective == "clm" else "mean"
+def _save_model(m: nn.Module, path: Path, objective: str, tokenizer) -> None:
+    """The HF dir of a pre-trained model (ELECTRA: the discriminator; its generator goes
+    beside it in checkpoints, not in it), with config.json recording how the model was made
+    and how to pool it, and the tokenizer."""
+    m = getattr(m, "discriminator", m)
+    m.config.pretune_objective = objective
+    m.config.pretune_pooling = "last" if objective == "clm" else "mean"
+    default_save(m, path)
+    tokenizer.save_pretrained(path)
+
+
+def _corpus(cfg: PretrainConfig) -> str:
+    return str(cfg.data) if isinstance(cfg.data, str) else ", ".join(s.path for s in cfg.data.sources)
 
 
 def _write_wordvec(cfg: PretrainConfig, run_dir: Path, model: nn.Module, tokenizer,
@@ -155,16 +164,13 @@ def _write_wordvec(cfg: PretrainConfig, run_dir: Path, model: nn.Module, tokeniz
         return run_dir / "final"
     mark_run(run_dir)
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    corpus = str(cfg.data) if isinstance(cfg.data, str) else ", ".join(s.path for s in cfg.data.sources)
-
     def save(m: nn.Module, path: Path) -> None:
-        _stamp(m, "wordvec")
-        default_save(m, path)
-        tokenizer.save_pretrained(path)
+        _save_model(m, path, "wordvec", tokenizer)
 
     result = FitResult(steps=0, tokens=len(train_tokens), seconds=seconds, stopped_reason="wordvec")
     final = run_dir / "final"
-    _write_final(final, model, save, result, cfg, "wordvec", corpus, artifact, seconds, None, None)
+    _write_final(final, model, save, result, cfg, "wordvec", _corpus(cfg), artifact, seconds,
+                 None, None)
     print(f"word vectors from {len(train_tokens):,} tokens into {cfg.model.name}; model: {final}")
     return final
 
@@ -253,7 +259,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
         last["val_loss"] = value
         return {"val_loss": value, "val_ppl": math.exp(min(value, 50.0))}
 
-    corpus = str(cfg.data) if isinstance(cfg.data, str) else ", ".join(s.path for s in cfg.data.sources)
+    corpus = _corpus(cfg)
 
     def last_train_loss() -> float | None:
         path = run_dir / "metrics.jsonl"
@@ -264,10 +270,8 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
         return train[-1]["loss"] if train else None
 
     def save_fn(m: nn.Module, path: Path) -> None:
-        m = getattr(m, "discriminator", m)  # ELECTRA: the generator goes beside it, not in it
-        _stamp(m, objective)
-        default_save(m, path)
-        tokenizer.save_pretrained(path)
+        _save_model(m, path, objective, tokenizer)
+        m = getattr(m, "discriminator", m)
         steps = int(path.name.split("-")[-1]) if path.name.startswith("step-") else 0
         (path / "README.md").write_text(pretrain_card(
             name=cfg.name, corpus=corpus, objective=objective, model=m, steps=steps,
