@@ -12,6 +12,7 @@ import argparse
 import inspect
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from pretune.errors import PretuneError
 
@@ -23,6 +24,40 @@ def _split_config(args: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
+# command -> (its config class in pretune.config, the YAML section it reads, defaults under it)
+CONFIG_OF: dict[str, tuple[str, str | None, dict | None]] = {
+    "prepare": ("PrepareConfig", None, None),
+    "pretrain": ("PretrainConfig", None, None),
+    "finetune": ("FinetuneConfig", "finetune", None),
+    "study": ("StudyConfig", None, None),  # ImageStudyConfig when it says modality: image
+    "sweep": ("SweepConfig", None, None),
+    "pretrain-images": ("ImagePretrainConfig", "pretrain", None),
+    "finetune-images": ("FinetuneConfig", "finetune", {"task": {"kind": "image-classification"}}),
+}
+
+
+def load_command_config(command: str, args: tuple[str, ...] | list[str]) -> Any:
+    """The validated config of a config command: defaults + the YAML file + the overrides."""
+    import pretune.config as config
+
+    path, overrides = _split_config(list(args))
+    if command == "study":
+        return config.load_study_config(path, overrides)
+    cls_name, section, defaults = CONFIG_OF[command]
+    return config.load_config(getattr(config, cls_name), path, overrides, section=section,
+                              defaults=defaults)
+
+
+def print_config(command: str, args: list[str]) -> None:
+    """``--print-config``: the effective config as commented YAML, ready to save and edit."""
+    from pretune.config.discover import commented_yaml
+
+    cfg = load_command_config(command, args)
+    print(commented_yaml(cfg, header=(
+        f"pretune {command}: the effective config (defaults + file + overrides).\n"
+        f"Save it, edit it, run it: pretune {command} this.yaml [key.sub=value ...]")), end="")
+
+
 def prepare(*args: str, overwrite: bool = False) -> None:
     """Prepare a corpus: read, clean, dedup, train a tokenizer, pack token shards.
 
@@ -30,9 +65,7 @@ def prepare(*args: str, overwrite: bool = False) -> None:
     `pretune prepare sources=builtin:news tokenizer.vocab_size=8000`. The artifact is cached
     under output_dir/<name>-<config hash>; running again with the same config reuses it.
     """
-    from pretune.config import PrepareConfig, load_config
-    path, overrides = _split_config(list(args))
-    cfg = load_config(PrepareConfig, path, overrides)  # validate before heavy imports
+    cfg = load_command_config("prepare", args)  # validate before heavy imports
     from pretune.data.pipeline import prepare as run
 
     run(cfg, overwrite=overwrite)
@@ -49,9 +82,7 @@ def pretrain(*args: str, resume: bool = False, overwrite: bool = False) -> None:
     any objective with them). mlm_probability=0.4 masks 40%. Output: runs/<name>/.
     --resume continues exactly from the last checkpoint of runs/<name>/.
     """
-    from pretune.config import PretrainConfig, load_config
-    path, overrides = _split_config(list(args))
-    cfg = load_config(PretrainConfig, path, overrides)  # validate before heavy imports
+    cfg = load_command_config("pretrain", args)  # validate before heavy imports
     from pretune.train.pretrain import pretrain as run
 
     run(cfg, resume=resume, overwrite=overwrite)
@@ -68,9 +99,7 @@ def finetune(*args: str, resume: bool = False, overwrite: bool = False) -> None:
     Output: runs/<name>/ (model dir, metrics.json). With train.save_every=N the run
     checkpoints every N steps, and --resume continues an interrupted run exactly.
     """
-    from pretune.config import FinetuneConfig, load_config
-    path, overrides = _split_config(list(args))
-    cfg = load_config(FinetuneConfig, path, overrides, section="finetune")  # validate first
+    cfg = load_command_config("finetune", args)  # validate before heavy imports
     from pretune.finetune.run import finetune as run
 
     run(cfg, overwrite=overwrite, resume=resume)
@@ -126,10 +155,7 @@ def study(*args: str, overwrite: bool = False) -> None:
     (ImageStudyConfig when the config says `modality: image`). Output: runs/<name>/report.html,
     report.md, results.csv, summary.csv. Rerunning skips finished cells.
     """
-    from pretune.config import load_study_config
-
-    path, overrides = _split_config(list(args))
-    cfg = load_study_config(path, overrides)  # validate before heavy imports
+    cfg = load_command_config("study", args)  # validate before heavy imports
     from pretune.study.runner import run_study as run
 
     run(cfg, overwrite=overwrite)
@@ -143,10 +169,7 @@ def pretrain_images(*args: str, resume: bool = False, overwrite: bool = False) -
     `objective=simclr data.path=builtin:mnist-5k`. Output: runs/<name>/model (loads with
     AutoModelForImageClassification).
     """
-    from pretune.config import ImagePretrainConfig, load_config
-
-    path, overrides = _split_config(list(args))
-    cfg = load_config(ImagePretrainConfig, path, overrides, section="pretrain")
+    cfg = load_command_config("pretrain-images", args)
     from pretune.train.pretrain_images import pretrain_images as run
 
     res = run(cfg, overwrite=overwrite, resume=resume)
@@ -162,11 +185,7 @@ def finetune_images(*args: str, overwrite: bool = False) -> None:
     overrides of FinetuneConfig, e.g. `task.budget=50 model.name=resnet-tiny` (scratch).
     Output: runs/<name>/ (model dir, metrics.json).
     """
-    from pretune.config import FinetuneConfig, load_config
-
-    path, overrides = _split_config(list(args))
-    cfg = load_config(FinetuneConfig, path, overrides, section="finetune",
-                      defaults={"task": {"kind": "image-classification"}})
+    cfg = load_command_config("finetune-images", args)
     from pretune.finetune.run import finetune as run
 
     res = run(cfg, overwrite=overwrite)
@@ -182,10 +201,7 @@ def sweep(*args: str, overwrite: bool = False) -> None:
     k-fold CV mean), never on test. Output: runs/<name>/ (optuna.db, trials.csv, best.yaml,
     report.html). Running again resumes an interrupted sweep.
     """
-    from pretune.config import SweepConfig, load_config
-
-    path, overrides = _split_config(list(args))
-    cfg = load_config(SweepConfig, path, overrides)  # validate before heavy imports
+    cfg = load_command_config("sweep", args)  # validate before heavy imports
     from pretune.sweep import run_sweep
 
     run_sweep(cfg, overwrite=overwrite)
@@ -239,21 +255,63 @@ FLAG_HELP: dict[str | tuple[str, str], str] = {
     "resume": "continue exactly from the run's last checkpoint (a finished run: nothing to do)",
     "force": "reinstall packages that are already installed",
     "output": "the output file",
+    ("generate", "output"): "write JSONL here (default: stdout)",
 }
+
+
+ARG_HELP = {
+    "args": "an optional YAML config file, then key.sub=value overrides",
+    "overrides": "key=value settings (see above)",
+    "model_dir": "a fine-tuned model directory (runs/<name>/model or runs/<name>)",
+    "model": "a generation model directory or builtin:smollm2",
+    "data": "labeled data: a file, an image folder / .npz, or builtin:<task>",
+    "input": "the input file (or - for stdin where the command says so)",
+}
+
+
+def _summary(doc: str) -> str:
+    """The docstring's first sentence (it may wrap over several lines)."""
+    para = " ".join(doc.split("\n\n")[0].split())
+    cut = para.find(". ")
+    return para if cut < 0 else para[:cut + 1]
+
+
+def _sections_help(command: str) -> str:
+    import textwrap
+
+    import pretune.config as config
+    from pretune.config.discover import field_comments, section_doc
+
+    cls = getattr(config, CONFIG_OF[command][0])
+    notes = field_comments(cls)
+    rows, keys = [], []
+    for name, f in cls.model_fields.items():
+        sub = type(f.default) if isinstance(f.default, config.Section) else None
+        if sub is None and name not in ("task", "data", "base"):
+            keys.append(name)
+            continue
+        note = notes.get(name) or (section_doc(sub) if sub else "")
+        row = f"  {name:<10}{note}"
+        rows.append(row if len(row) <= 96 else row[:93].rstrip() + "...")
+    tail = (f"top-level keys: {', '.join(keys)}. `pretune {command} [file.yaml] [overrides] "
+            "--print-config` prints every key with its description and current value.")
+    return "\n\nconfig sections:\n" + "\n".join(rows) + "\n" + textwrap.fill(tail, 96)
 
 
 def _add_command(sub: argparse._SubParsersAction, fn: Callable[..., None]) -> None:
     doc = inspect.getdoc(fn) or ""
     name = fn.__name__.replace("_", "-")
+    description = doc + (_sections_help(name) if name in CONFIG_OF else "")
     p = sub.add_parser(
-        name, help=doc.split("\n")[0], description=doc,
+        name, help=_summary(doc), description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for param in inspect.signature(fn).parameters.values():
         if param.kind is param.VAR_POSITIONAL:
-            p.add_argument(param.name, nargs="*", metavar=param.name.upper())
+            p.add_argument(param.name, nargs="*", metavar=param.name.upper(),
+                           help=ARG_HELP.get(param.name))
         elif param.default is inspect.Parameter.empty:
-            p.add_argument(param.name)
+            p.add_argument(param.name, help=ARG_HELP.get(param.name))
         elif isinstance(param.default, bool):
             p.add_argument(f"--{param.name.replace('_', '-')}", action="store_true",
                            help=FLAG_HELP.get((name, param.name), FLAG_HELP.get(param.name)))
@@ -262,14 +320,30 @@ def _add_command(sub: argparse._SubParsersAction, fn: Callable[..., None]) -> No
             short = [f"-{param.name[0]}"] if param.name == "output" else []
             p.add_argument(*short, flag, default=param.default, type=type(param.default),
                            help=FLAG_HELP.get((name, param.name), FLAG_HELP.get(param.name)))
-    p.set_defaults(_fn=fn)
+    if name in CONFIG_OF:
+        p.add_argument("--print-config", action="store_true",
+                       help="print the effective config (defaults + file + overrides) as "
+                            "commented YAML and exit")
+    p.set_defaults(_fn=fn, _command=name)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"pretune {version('pretune')}"
+    except PackageNotFoundError:
+        return "pretune (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pretune",
         description="Pre-train -> fine-tune, and find out whether pre-training helped.",
+        epilog="`pretune <command> --help` describes a command; config commands also take "
+               "--print-config.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(title="commands", metavar="<command>")
     for fn in COMMANDS:
         _add_command(sub, fn)
@@ -311,7 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        _call(ns._fn, ns)
+        if getattr(ns, "print_config", False):
+            print_config(ns._command, getattr(ns, "args", []))
+        else:
+            _call(ns._fn, ns)
     except PretuneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -134,13 +134,20 @@ def _list_index(node: list, part: str, item: str) -> int:
     return int(part)
 
 
-def format_validation_error(err: ValidationError, where: str) -> str:
+def format_validation_error(err: ValidationError, where: str,
+                            cls: type[BaseModel] | None = None) -> str:
+    """One line: the file, the key and what is wrong; an unknown key names the nearest valid
+    ones when ``cls`` (the config class) is given."""
     first = err.errors()[0]
     # Tagged unions put the tag in the location (task.image-classification.path): drop it.
     key = ".".join(str(p) for p in first["loc"] if p not in TASK_KINDS) or "<root>"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see `pretune <command> --help`)"
+        from pretune.config.discover import suggest
+
+        near = suggest(cls, key) if cls is not None else []
+        hint = f"did you mean {' or '.join(near)}?" if near else "check the spelling"
+        msg = f"unknown key ({hint}; the command's --print-config lists every key)"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"config error in {where}: '{key}': {msg}{more}"
 
@@ -179,7 +186,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise PretuneError(format_validation_error(e, where)) from None
+        raise PretuneError(format_validation_error(e, where, cls)) from None
 
 
 def config_hash(cfg: BaseModel, exclude: set[str] | None = None) -> str:

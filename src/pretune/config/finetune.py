@@ -30,6 +30,8 @@ TaskSpec = Annotated[TaskConfig | ImageDataConfig | TagTaskConfig | GenTaskConfi
 
 
 class StrategyConfig(Section):
+    """How the starting model is adapted: which weights train, and how (LoRA, prompting...)."""
+
     name: Literal["full", "linear-probe", "partial", "gradual", "llrd", "lora", "prompt"] = "full"
     sklearn: bool = False  # linear-probe: fit scikit-learn on features extracted once
     top_k: int = Field(2, ge=0)  # partial: trainable top layers

@@ -93,7 +93,7 @@ class StudyConfig(MatrixConfig):
         try:
             return PretrainConfig.model_validate(merged)
         except ValidationError as e:
-            raise PretuneError(format_validation_error(e, f"pretrain_variants.{key}")) from None
+            raise PretuneError(format_validation_error(e, f"pretrain_variants.{key}", PretrainConfig)) from None
 
     @model_validator(mode="after")
     def _variants_valid(self) -> StudyConfig:

@@ -25,6 +25,8 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
+    """The optimizer and its learning-rate schedule (warmup, decay, gradient clipping)."""
+
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)  # not applied to norms/biases/embeddings' LN

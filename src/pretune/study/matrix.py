@@ -221,7 +221,8 @@ def start_finetune(cfg: Any, start: str) -> FinetuneConfig:
     try:
         return FinetuneConfig.model_validate(merged)
     except ValidationError as e:
-        raise PretuneError(format_validation_error(e, f"study start_finetune.{start}")) from None
+        raise PretuneError(format_validation_error(e, f"study start_finetune.{start}",
+                                                   FinetuneConfig)) from None
 
 
 def cell_finetune(cfg: Any, start: str, task: str) -> FinetuneConfig:
@@ -233,7 +234,8 @@ def cell_finetune(cfg: Any, start: str, task: str) -> FinetuneConfig:
     try:
         return FinetuneConfig.model_validate(deep_merge(ft.model_dump(mode="json"), extra))
     except ValidationError as e:
-        raise PretuneError(format_validation_error(e, f"study task_finetune.{task}")) from None
+        raise PretuneError(format_validation_error(e, f"study task_finetune.{task}",
+                                                   FinetuneConfig)) from None
 
 
 def cell_config(cfg: Any, cell: Cell, setup: Setup, out: Path) -> FinetuneConfig:

@@ -344,7 +344,7 @@ class Generation(TaskKind):
         try:
             return GenTaskConfig.model_validate(apply_overrides(base, items))
         except ValidationError as e:
-            raise PretuneError(format_validation_error(e, "overrides")) from None
+            raise PretuneError(format_validation_error(e, "overrides", GenTaskConfig)) from None
 
     def processor(self, saved: Saved, cfg: GenTaskConfig, overrides: list[str]) -> GenProcessor:
         """The saved processor with overridden lengths, decoding and (when given) prompt."""
