@@ -14,6 +14,9 @@ import torch
 from pretune.config import FinetuneConfig, LoopConfig, ModelConfig, TaskConfig
 from pretune.data.builtin_tasks import builtin_rows
 
+# Tests never reach the Hugging Face Hub: Hub ids resolve from (temporary) caches only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 # Two cores: keep intra-op threads modest so parallel helpers don't thrash.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -28,6 +28,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from pretune.config import TokenizerConfig
 from pretune.data.builtin import builtin_path, is_builtin
 from pretune.errors import PretuneError
+from pretune.models.hub import local_dir
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
 GPT_SPECIALS = ["<|endoftext|>", "<|pad|>"]  # ids 0, 1
@@ -208,7 +209,7 @@ def resolve_tokenizer_dir(spec: str | Path) -> Path:
     s = str(spec)
     if is_builtin(s):
         return builtin_path(s)
-    path = Path(s.removeprefix("hf:")).expanduser()
+    path = local_dir(s, "tokenizer")  # a dir, or a Hub id's snapshot in the HF cache
     if (path / "tokenizer" / "tokenizer.json").is_file() or (path / "tokenizer" / "tokenizer_config.json").is_file():
         return path / "tokenizer"  # a prepared artifact (or a run dir) with a tokenizer/ subdir
     if not path.is_dir():

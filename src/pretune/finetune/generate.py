@@ -16,6 +16,7 @@ from pretune.data.pairs import GenSplit, read_sources
 from pretune.errors import PretuneError
 from pretune.finetune.predict import check_output
 from pretune.models.generate import stream
+from pretune.models.hub import local_dir
 from pretune.models.overrides import quiet_transformers
 from pretune.models.start import resolve_start
 from pretune.tasks.generation import Generation, generate_for, open_generator
@@ -28,7 +29,7 @@ def model_path(model: str) -> Path:
         start = resolve_start(model)
         assert start.path is not None
         return start.path
-    path = Path(model.removeprefix("hf:")).expanduser()
+    path = local_dir(model, "model")  # a dir, or a Hub id's snapshot in the HF cache
     if not (path / "config.json").is_file():
         raise PretuneError(f"{model} is not a model directory (no config.json); pass "
                            "runs/<name>/model of a generation run, or builtin:smollm2")

@@ -42,6 +42,7 @@ from pretune.config import ModelConfig
 from pretune.data.builtin import builtin_path
 from pretune.errors import PretuneError
 from pretune.models.archs import ARCHS
+from pretune.models.hub import local_dir
 from pretune.models.overrides import apply_overrides, quiet_transformers, set_dropout
 from pretune.models.start import Start, resolve_start
 
@@ -245,8 +246,7 @@ def load_tokenizer_for(spec: ModelConfig, fallback: str | Path | None, *,
     source: Path | None = start.tokenizer_dir
     if source is None and fallback is not None:
         fb = str(fallback)
-        source = builtin_path(fb) if fb.startswith("builtin:") else \
-            Path(fb.removeprefix("hf:")).expanduser()
+        source = builtin_path(fb) if fb.startswith("builtin:") else local_dir(fb, "tokenizer")
     if source is None:
         raise PretuneError(
             f"model.name={spec.name} has no tokenizer; give a tokenizer directory (e.g. the "

@@ -2,7 +2,7 @@
 
 A start is a registry architecture (random init: ``bert-mini``, ``gpt-tiny``, ``resnet-tiny``…)
 or a directory holding a Hugging Face checkpoint (``hf:<dir>``, ``builtin:minilm``, a pretune
-run's ``final``/``model`` dir). Everything the rest of pretune asks of it — text or image, which
+run's ``final``/``model`` dir, a Hub id's snapshot in the HF cache: ``org/name[@rev]``). Everything the rest of pretune asks of it — text or image, which
 LM objective, whether it carries a trained MLM head or pooler, where its tokenizer is, an
 identity for caches — is read here from ``config.json`` and the weight names, without loading
 any weights, and passed down as this one object.
@@ -10,6 +10,7 @@ any weights, and passed down as this one object.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pretune.data.builtin import builtin_path
 from pretune.errors import PretuneError
 from pretune.models.archs import ARCHS, FAMILY_OBJECTIVE, IMAGE_ARCHS, Objective, objective_for
 from pretune.models.gguf import converted_dir, is_gguf_builtin
+from pretune.models.hub import cache_dir, is_hub_id, snapshot, split_id
 
 Modality = Literal["text", "image"]
 _MLM_HEAD_KEYS = ("cls.predictions", "lm_head", "vocab_projector", "generator_lm_head",
@@ -69,7 +71,7 @@ class Start:
 
 def _names() -> str:
     return ", ".join([*ARCHS, *IMAGE_ARCHS, "hf:<dir>", "builtin:minilm",
-                      "builtin:smollm2", "<checkpoint dir>"])
+                      "builtin:smollm2", "<checkpoint dir>", "<org/name Hub id>"])
 
 
 def weight_keys(path: Path, what: str = "model.name") -> list[str]:
@@ -136,6 +138,16 @@ def resolve_start(name: str) -> Start:
         path = converted_dir(name) if is_gguf_builtin(name) else builtin_path(name)
         return _from_dir(name, path)
     path = Path(name.removeprefix("hf:")).expanduser()
+    if not path.exists() and is_hub_id(name):
+        if "/" not in name.removeprefix("hf:") and not name.startswith("hf:") \
+                and not (cache_dir() / f"models--{split_id(name)[0]}").is_dir():
+            # a bare word: a registry typo is likelier than a legacy Hub id that is not cached
+            with contextlib.suppress(PretuneError):
+                return _from_dir(name, snapshot(name))
+            raise PretuneError(f"unknown model.name '{name}': not a registry name (choose one "
+                               f"of: {_names()}) nor a Hub id in the Hugging Face cache "
+                               f"({cache_dir()}); Hub ids look like org/name[@revision]")
+        path = snapshot(name)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise PretuneError(
@@ -144,5 +156,5 @@ def resolve_start(name: str) -> Start:
                 "runs/<name>/model)")
         return _from_dir(name, path)
     if name.startswith("hf:") or "/" in name:
-        raise PretuneError(f"model.name={name}: directory {path} not found (hub downloads are off)")
+        raise PretuneError(f"model.name={name}: directory {path} not found")
     raise PretuneError(f"unknown model.name '{name}'; choose one of: {_names()}")

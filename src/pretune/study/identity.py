@@ -14,6 +14,7 @@ MiB, so a study over a 7B model does not spend a minute hashing it on every reru
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from functools import lru_cache
@@ -22,6 +23,8 @@ from typing import Any
 
 from pretune.config import config_identity
 from pretune.data.builtin import EMBEDDED, is_builtin
+from pretune.errors import PretuneError
+from pretune.models.hub import is_hub_id, snapshot
 
 FULL_HASH_BYTES = 1 << 30
 _CHUNK = 1 << 20
@@ -79,6 +82,9 @@ def source_identity(spec: str | list[str] | None) -> str:
         entry = EMBEDDED.get(spec.removeprefix("builtin:"))
         return f"{spec}@{entry.dist if entry else '?'}"
     p = Path(spec.removeprefix("hf:")).expanduser()
+    if not p.exists() and "/" in spec and is_hub_id(spec):
+        with contextlib.suppress(PretuneError):
+            p = snapshot(spec)  # .../snapshots/<commit>: the commit is in the digested path
     if p.exists():
         return f"{p.name}#{path_digest(p)}"
     return spec  # an architecture name: the config carries its shape
