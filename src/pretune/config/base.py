@@ -199,7 +199,8 @@ def config_hash(cfg: BaseModel, exclude: set[str] | None = None) -> str:
 # Settings that change how a run is shown or stored, never its numbers.
 RESULT_NEUTRAL: dict[str, Any] = {
     "name": True, "output_dir": True,
-    "train": {"progress", "tensorboard", "log_every", "num_workers", "keep_last", "save_every"},
+    "train": {"progress", "report_to", "profile_steps", "log_every", "num_workers", "keep_last",
+              "save_every"},
 }
 
 

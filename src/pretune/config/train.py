@@ -3,9 +3,9 @@ and the two pre-training commands (text MLM/CLM, images supervised/SimCLR)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pretune.config.base import RunName, Section
 from pretune.config.data import PrepareConfig
@@ -61,8 +61,44 @@ class LoopConfig(Section):
     save_every: int | None = Field(None, ge=1)  # steps; a checkpoint is always saved at the end
     keep_last: int = Field(2, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)  # evaluations without improvement
+    # Console progress: a live bar on a terminal, a plain line every log_every steps and every
+    # evaluation otherwise (batch jobs, nohup, SLURM logs); false: quiet.
     progress: bool = True
-    tensorboard: bool = True
+    # Experiment trackers: tensorboard, mlflow (MLFLOW_TRACKING_URI or runs/mlruns), wandb
+    # (offline unless WANDB_MODE / WANDB_API_KEY); [] for none. `tensorboard: false` drops it.
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = ["tensorboard"]
+    # [start, end]: record a torch.profiler trace of these optimizer steps (CPU + CUDA) into
+    # the run's tensorboard dir, and print the top ops in one line.
+    profile_steps: tuple[int, int] | None = None
+
+    @classmethod
+    def _before(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if "tensorboard" in data:  # the older switch: tensorboard: false == no TensorBoard
+            on = data.pop("tensorboard")
+            given = cls._report_list(data.get("report_to", ["tensorboard"]))
+            others = [r for r in given if r != "tensorboard"]
+            data["report_to"] = ["tensorboard", *others] if on else others
+        if "report_to" in data:
+            data["report_to"] = cls._report_list(data["report_to"])
+        return data
+
+    @staticmethod
+    def _report_list(value: Any) -> Any:
+        """``report_to: mlflow`` / ``none`` as a list."""
+        if isinstance(value, str):
+            return [] if value in ("none", "") else [v.strip() for v in value.split(",")]
+        return value
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> LoopConfig:
+        if self.profile_steps is not None and not 1 <= self.profile_steps[0] <= \
+                self.profile_steps[1]:
+            raise ValueError("train.profile_steps must be [start, end] with 1 <= start <= end")
+        return self
+
+    @property
+    def tensorboard(self) -> bool:
+        return "tensorboard" in self.report_to
 
 
 class PretrainConfig(Section):

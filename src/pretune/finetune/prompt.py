@@ -274,7 +274,7 @@ def check_prompt_task(task: LabeledTask, cfg: StrategyConfig, mode: Mode, model_
 
 
 def run_prompt(cfg: FinetuneConfig, task: LabeledTask, start: Start, out: Path,
-               device: torch.device, metric: str) -> Trained:
+               device: torch.device, metric: str, trackers: Any = None) -> Trained:
     """The ``prompt`` strategy of text classification. Zero-shot touches no weight, so it
     saves no model; few-shot (PET) trains the masked LM on the cloze pattern and saves it."""
     scfg: StrategyConfig = cfg.strategy
@@ -301,11 +301,11 @@ def run_prompt(cfg: FinetuneConfig, task: LabeledTask, start: Start, out: Path,
 
         has_val = len(task.val) > 0
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        train_dir = out / "train" if (cfg.train.tensorboard or cfg.train.save_every) else None
         evaluation = Evaluation(evaluate, metric=metric, mode=metric_mode(metric),
                                 restore_best=True) if has_val else None
         result = fit(model, pet_loss_fn(scorer.ids, tokenizer.mask_token_id), batches,
-                     cfg.train, cfg.optim, train_dir, evaluate=evaluation)
+                     cfg.train, cfg.optim, out / "train", evaluate=evaluation,
+                     trackers=trackers, checkpoints=bool(cfg.train.save_every))
         steps = int(result.steps)
         shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)  # best already restored
         extra = {"prompt": {"mode": mode, "template": scfg.template,

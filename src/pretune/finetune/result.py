@@ -35,3 +35,4 @@ class FinetuneResult:
     trainable_params: int
     steps: int
     stopped_reason: str = ""  # from the loop: "interrupted" when SIGINT/SIGTERM cut training short
+    task_line: str = ""  # "task | model | strategy | N train examples | ..." above the table

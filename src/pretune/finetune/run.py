@@ -35,6 +35,7 @@ from pretune.train import checkpoint as ckpt
 from pretune.train.loop import Evaluation, Hooks, fit
 from pretune.train.rundir import prepare_run_dir, run_lock
 from pretune.train.runtime import resolve_device
+from pretune.train.trackers import RunInfo, Trackers, run_trackers
 
 CKPTS = Path("train") / "checkpoints"  # the loop's checkpoints inside a run dir
 
@@ -58,14 +59,16 @@ def prepare_task(cfg: FinetuneConfig, task: Any | None, kind: TaskKind | None = 
 def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: Any | None = None,
              features_cache: dict | None = None,
              on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
-             resume: bool = False) -> FinetuneResult:
+             resume: bool = False, run_info: RunInfo | None = None,
+             quiet: bool = False) -> FinetuneResult:
     """Fine-tune ``cfg.model`` on ``cfg.task`` with ``cfg.strategy``; evaluate on the test split.
 
     ``task``: a pre-loaded task (studies and folds load once). ``features_cache``: shared by
     the scikit-learn probes of one study or sweep. ``on_evaluate(i, val_metrics)`` runs after
     the i-th (0-based) validation of the loop; it may raise (a sweep prunes a trial so).
     ``resume``: continue an interrupted run exactly from its last checkpoint (bitwise on CPU);
-    a finished run is left as it is."""
+    a finished run is left as it is. ``run_info``: how the trackers name the run (a study
+    cell, a sweep trial); ``quiet``: no final metrics table (a study prints one line)."""
     out = Path(cfg.output_dir) / cfg.name
     with run_lock(out):
         if resume:
@@ -73,7 +76,20 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: Any | None =
             if finished is not None:
                 return finished
             _check_resumable(cfg, out)
-        return _finetune(cfg, overwrite, task, features_cache, on_evaluate, resume)
+        trackers = run_trackers(cfg, out / "train", run_info)
+        try:
+            result = _finetune(cfg, overwrite, task, features_cache, on_evaluate, resume,
+                               trackers)
+        except BaseException:
+            trackers.close(failed=True)
+            raise
+        trackers.finish({**{f"test/{k}": v for k, v in result.metrics.items()},
+                         **{f"val/{k}": v for k, v in result.val_metrics.items()}},
+                        {"train_examples": result.train_examples,
+                         "trainable_params": result.trainable_params}, step=result.steps)
+        if not quiet:
+            print(f"{result.task_line}\n{format_table(result.metrics)}")
+        return result
 
 
 def _finished(out: Path) -> FinetuneResult | None:
@@ -106,7 +122,7 @@ def _check_resumable(cfg: FinetuneConfig, out: Path) -> None:
 def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
               features_cache: dict | None,
               on_evaluate: Callable[[int, dict[str, float]], None] | None,
-              resume: bool = False) -> FinetuneResult:
+              resume: bool, trackers: Trackers) -> FinetuneResult:
     t0 = time.perf_counter()
     kind = get_kind(cfg.task.kind)
     start = resolve_start(cfg.model.name).require(kind.modality)
@@ -119,7 +135,7 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
     device = resolve_device(cfg.train.device)
     metric = selection_metric(cfg, kind, task)
     if cfg.strategy.name == "prompt" and kind.name == "text-classification":
-        trained = run_prompt(cfg, task, start, out, device, metric)
+        trained = run_prompt(cfg, task, start, out, device, metric, trackers)
     elif cfg.strategy.name == "prompt":  # the kind prompts by itself (generation)
         test_out, params = kind.prompt_outputs(cfg, task, start, device)
         trained = Trained(test_out, None, params)
@@ -127,7 +143,8 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
         test_out, val_out, fitted = run_probe(kind, cfg, task, start, device, features_cache)
         trained = Trained(test_out, val_out, fitted)  # no HF head to save: it is scikit-learn
     else:
-        trained = _run_loop(kind, cfg, task, start, out, device, metric, on_evaluate, resume)
+        trained = _run_loop(kind, cfg, task, start, out, device, metric, on_evaluate, resume,
+                            trackers)
     test_m = kind.metrics(task, task.test, trained.test_outputs)
     val_m = kind.metrics(task, task.val, trained.val_outputs) \
         if len(task.val) and trained.val_outputs is not None else {}
@@ -138,17 +155,16 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
                        _card(cfg, kind, task, test_m, trained.auto_class or kind.auto_class,
                              trained.pipeline_tag or kind.pipeline_tag))
     _write_metrics(cfg, kind, task, result, metric)
-    if cfg.train.progress:
-        print(f"{task.name} | {cfg.model.name} | {cfg.strategy.name} | {len(task.train)} train "
-              f"{kind.example_word} | test (majority baseline {task.majority_baseline:.4f})")
-        print(format_table(test_m))
+    result.task_line = (f"{task.name} | {cfg.model.name} | {cfg.strategy.name} | "
+                        f"{len(task.train)} train {kind.example_word} | test (majority baseline "
+                        f"{task.majority_baseline:.4f})")
     return result
 
 
 def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out: Path,
               device: torch.device, metric: str,
               on_evaluate: Callable[[int, dict[str, float]], None] | None,
-              resume: bool = False) -> Trained:
+              resume: bool, trackers: Trackers) -> Trained:
     """Train the kind's model with the strategy in the one loop; best validation weights."""
     loaded = kind.load_model(cfg, task, start)
     for note in kind.notes(loaded.model, cfg, start):
@@ -165,14 +181,13 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
 
         evaluation = Evaluation(evaluate, metric=metric, mode=metric_mode(metric),
                                 restore_best=True)
-    # Without TensorBoard/periodic saves nothing in out/train is needed: skip the loop's final
-    # checkpoint write (model + optimizer, ~270 MB for MiniLM) in every study cell.
-    train_dir = out / "train" if (cfg.train.tensorboard or cfg.train.save_every or resume) \
-        else None
-    result = fit(plan.model, kind.loss_fn(task, cfg), batches, cfg.train, cfg.optim, train_dir,
+    # Without periodic saves no checkpoint is needed: skip the loop's final checkpoint write
+    # (model + optimizer, ~270 MB for MiniLM) in every study cell.
+    result = fit(plan.model, kind.loss_fn(task, cfg), batches, cfg.train, cfg.optim, out / "train",
                  param_groups=plan.param_groups, evaluate=evaluation,
                  hooks=Hooks(on_epoch_start=plan.on_epoch_start, on_evaluate=on_evaluate),
-                 tokens_per_batch=kind.tokens_per_batch, resume=resume)  # optim.l1: inside fit
+                 tokens_per_batch=kind.tokens_per_batch, resume=resume,  # optim.l1: inside fit
+                 trackers=trackers, checkpoints=bool(cfg.train.save_every or resume))
     if result.stopped_reason == "interrupted":  # Ctrl-C / SIGTERM: a checkpoint, not a result
         where = f"checkpoint {result.last_checkpoint}; continue with --resume" \
             if result.last_checkpoint else "no checkpoint (set train.save_every to keep one)"

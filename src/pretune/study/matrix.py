@@ -47,6 +47,8 @@ from pretune.study.identity import (
     write_stamp,
 )
 from pretune.train.checkpoint import latest_checkpoint
+from pretune.train.logger import duration
+from pretune.train.trackers import RunInfo, flat_params
 
 ZERO_SHOT = "zero-shot"
 
@@ -251,10 +253,17 @@ def cell_config(cfg: Any, cell: Cell, setup: Setup, out: Path) -> FinetuneConfig
         "tokenizer": spec.tokenizer,
         "task": setup.tasks[cell.task].model_copy(update={"budget": cell.budget}),
         "strategy": cfg.strategies[cell.strategy_index],
-        "train": ft.train.model_copy(update={"seed": cell.seed, "progress": False,
-                                             "tensorboard": False}),
+        "train": ft.train.model_copy(update={"seed": cell.seed, "progress": False}),
         "save_model": False,
     })
+
+
+def cell_run_info(cfg: Any, cell: Cell, ft: FinetuneConfig, out: Path) -> RunInfo:
+    """A cell in the trackers: one run in the study's experiment, named by its key, with its
+    place in the matrix (start, strategy, budget, seed) and its whole config as hparams."""
+    matrix = {"cell.task": cell.task, "cell.start": cell.start, "cell.strategy": cell.strategy,
+              "cell.budget": cell.budget_label, "cell.seed": cell.seed}
+    return RunInfo(cell.key, cfg.name, out, {**matrix, **flat_params(ft)})
 
 
 def result_row(cell: Cell, result: FinetuneResult, labels: list[str]) -> Row:
@@ -350,15 +359,18 @@ def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str]
     if stale:
         print(f"note: {stale} finished cells ran with other inputs (settings, task data or start "
               "weights changed since); they run again", flush=True)
+    spent: list[float] = []  # wall time of the cells this invocation ran: the ETA's basis
     for i, cell, ft, fp in todo:
         path = cells_dir / f"{cell.key}.json"
+        t_cell = time.perf_counter()
         done: Row | None = None
         for attempt in range(cfg.retries + 1):
             t0 = time.perf_counter()
             try:
                 resume = _resumable(cells_dir / cell.key, ft, fp)
                 result = finetune(ft, overwrite=not resume, resume=resume,
-                                  task=setup.loaded[cell.task], features_cache=features_cache)
+                                  task=setup.loaded[cell.task], features_cache=features_cache,
+                                  run_info=cell_run_info(cfg, cell, ft, out), quiet=True)
                 done = result_row(cell, result, setup.loaded[cell.task].labels)
                 break
             except PretuneError as e:  # a user-facing problem: retrying won't help
@@ -374,9 +386,12 @@ def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str]
         rows.insert(i - 1, row)  # rows keep the plan's order
         metric = metrics[cell.task]
         score = row.get(metric, float("nan"))
+        spent.append(time.perf_counter() - t_cell)
+        left = len(todo) - len(spent)
+        eta = f", ETA {duration(left * sum(spent) / len(spent))}" if left else ""
         print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | "
               f"{cell.budget_label} | seed {cell.seed}: {row['status']} {metric}={score:.3f} "
-              f"({row['seconds']:.0f}s)", flush=True)
+              f"({row['seconds']:.0f}s) | {len(rows)}/{len(cells)} cells done{eta}", flush=True)
     return rows
 
 

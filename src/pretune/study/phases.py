@@ -29,6 +29,7 @@ from pretune.study.identity import (
 from pretune.study.matrix import Phase, Setup, StartSpec, task_label
 from pretune.tasks import get_kind
 from pretune.train.pretrain import pretrain
+from pretune.train.trackers import RunInfo, flat_params
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -64,7 +65,8 @@ def _pretrain_phase(pcfg: PretrainConfig, out: Path, label: str, phases: list[Ph
                       run_dir / "checkpoints", label)
     if plan is not None:
         print(f"== {label}: {plan} ({pcfg.model.name}) ==", flush=True)
-        pretrain(pcfg, resume=plan == "resume", overwrite=plan == "start")
+        pretrain(pcfg, resume=plan == "resume", overwrite=plan == "start",
+                 run_info=RunInfo(label, out.name, out, flat_params(pcfg)))
         if not (final / "config.json").exists():  # SIGINT/SIGTERM: checkpointed, not finished
             print(f"{label} interrupted; run the same study command again to resume it")
             raise KeyboardInterrupt
@@ -214,10 +216,11 @@ def run_probes(cfg: StudyConfig, out: Path, checkpoints: dict[str, Path], loaded
                     update={"name": model_name} if step == 0 else {"name": model_name, "overrides": {}}),
                 tokenizer=tok,
                 task=task_cfg.model_copy(update={"budget": probe_budget(cfg)}), strategy=probe,
-                train=cfg.finetune.train.model_copy(update={"seed": 0, "progress": False, "tensorboard": False}),
+                train=cfg.finetune.train.model_copy(update={"seed": 0, "progress": False,
+                                                            "report_to": []}),
                 save_model=False,
             )
-            res = finetune(ft, overwrite=True, task=task)
+            res = finetune(ft, overwrite=True, task=task, quiet=True)
             rows.append({"task": tname, "step": step, "checkpoint": model_name,
                          "tokens": step * tokens_per_step, "score": res.metrics.get(metric),
                          "metric": metric, "seconds": round(res.seconds, 2),

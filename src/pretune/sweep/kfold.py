@@ -23,6 +23,7 @@ from pretune.finetune.run import finetune, prepare_task, selection_metric
 from pretune.tasks import get_kind
 from pretune.tasks.base import TaskKind, scalars
 from pretune.train.rundir import mark_run, remove_run
+from pretune.train.trackers import RunInfo
 
 
 @dataclass
@@ -84,7 +85,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def cross_validate(cfg: FinetuneConfig, k: int, *, out_dir: str | Path | None = None,
                    task: Any | None = None, metric: str | None = None,
                    overwrite: bool = False, features_cache: dict | None = None,
-                   on_fold: Callable[[int, float], None] | None = None) -> CVResult:
+                   on_fold: Callable[[int, float], None] | None = None,
+                   run_info: RunInfo | None = None) -> CVResult:
     """Fine-tune ``cfg`` once per fold; return the mean ± std of the validation ``metric``.
 
     ``metric`` defaults to ``cfg.metric`` (auto: macro_f1 / r2). Each fold's finetune output goes
@@ -107,7 +109,11 @@ def cross_validate(cfg: FinetuneConfig, k: int, *, out_dir: str | Path | None = 
     per_fold: list[dict[str, Any]] = []
     for i, fold_task in enumerate(folds):
         fold_cfg = cfg.model_copy(update={"name": f"fold-{i}", "output_dir": str(out)})
-        result = finetune(fold_cfg, overwrite=True, task=fold_task, features_cache=cache)
+        result = finetune(fold_cfg, overwrite=True, task=fold_task, features_cache=cache,
+                          run_info=run_info and RunInfo(
+                              f"{run_info.name}-fold-{i}", run_info.experiment, run_info.root,
+                              {**run_info.params, "fold": i}),
+                          quiet=not cfg.train.progress)
         if getattr(result, "stopped_reason", "") == "interrupted":
             raise KeyboardInterrupt  # Ctrl-C stopped training early: not a real score
         val = scalars(result.val_metrics)

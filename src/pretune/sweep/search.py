@@ -33,6 +33,7 @@ from pretune.sweep.report import write_outputs
 from pretune.tasks import get_kind
 from pretune.tasks.base import TaskKind
 from pretune.train.rundir import mark_run, remove_run, run_lock
+from pretune.train.trackers import RunInfo, flat_params
 
 # Settings that may change between runs of one sweep (how long/wide it runs, not what it does).
 RESUMABLE = {"n_trials", "timeout_minutes", "n_jobs", "save_models"}
@@ -176,6 +177,12 @@ class _Trials:
         self._tasks: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
 
+    def run_info(self, ft: FinetuneConfig, number: int, params: dict[str, Any]) -> RunInfo:
+        """A trial in the trackers: one run in the sweep's experiment, its sampled values
+        as hyper-parameters beside the rest of its config."""
+        return RunInfo(f"trial-{number}", self.cfg.name, self.root,
+                       {**flat_params(ft), **{f"sweep.{k}": v for k, v in params.items()}})
+
     def task(self, ft: FinetuneConfig) -> Any:
         # Same task config + seed -> same splits and budget, so trials load it once.
         key = (ft.task.model_dump_json(), ft.train.seed)
@@ -224,13 +231,16 @@ def objective(trial: Any, ctx: _Trials) -> float:
 
             cv = cross_validate(ft, cfg.kfold, out_dir=ctx.root / "trials" / str(trial.number),
                                 task=task, metric=ctx.metric, overwrite=True,
-                                features_cache=ctx.features, on_fold=on_fold)
+                                features_cache=ctx.features, on_fold=on_fold,
+                                run_info=ctx.run_info(ft, trial.number, params))
             trial.set_user_attr("std", cv.std)
             trial.set_user_attr("fold_scores", cv.fold_scores)
             trial.set_user_attr("val_metrics", cv.mean_metrics)
             return cv.mean
         # per-evaluation pruning: validation after each epoch reports to the pruner
         result = finetune(ft, overwrite=True, task=task, features_cache=ctx.features,
+                          run_info=ctx.run_info(ft, trial.number, params),
+                          quiet=not ft.train.progress,
                           on_evaluate=lambda i, m: report(i, m.get(ctx.metric)))
         if getattr(result, "stopped_reason", "") == "interrupted":
             raise KeyboardInterrupt  # Ctrl-C ended training early: not a real score

@@ -29,6 +29,7 @@ from pretune.errors import PretuneError
 from pretune.models.backbone import Backbone
 from pretune.train import checkpoint as ckpt
 from pretune.train.logger import RunLog
+from pretune.train.profiler import StepProfiler
 from pretune.train.runtime import (
     LossModule,
     Schedule,
@@ -38,6 +39,7 @@ from pretune.train.runtime import (
     default_tokens,
     distributed,
     make_optimizer,
+    peak_memory_mb,
     resolve_device,
     signals_to_flag,
     to_device,
@@ -45,6 +47,7 @@ from pretune.train.runtime import (
     trajectory_hash,
 )
 from pretune.train.state import BatchStream, Evaluation, FitResult, Hooks, LossFn, TrainState
+from pretune.train.trackers import Trackers
 
 # --------------------------------------------------------------------------- fit
 
@@ -63,11 +66,15 @@ def fit(
     save_fn: Callable[[nn.Module, Path], None] | None = None,
     tokens_per_batch: Callable[[dict], int] | None = None,
     resume: bool = False,
+    trackers: Trackers | None = None,
+    checkpoints: bool = True,
 ) -> FitResult:
     """Train ``model`` on ``batches`` until the first budget (steps/tokens/minutes/epochs) ends.
 
     ``loss_fn(model, batch)`` returns a scalar loss. ``evaluate`` is an ``Evaluation`` (or just
-    its function). Checkpoints go to ``out_dir/checkpoints/step-N`` (none without out_dir)."""
+    its function). Logs go to ``out_dir`` (metrics.jsonl, ``trackers``: the caller's, which it
+    finishes, else ``train.report_to``'s); checkpoints to ``out_dir/checkpoints/step-N`` (none
+    without out_dir or with ``checkpoints=False``)."""
     if not any((loop.max_steps, loop.max_tokens, loop.max_minutes, loop.epochs)):
         raise PretuneError("no training budget: set one of train.max_steps, train.max_tokens, "
                            "train.max_minutes or train.epochs")
@@ -76,7 +83,8 @@ def fit(
     if evaluate is not None and not isinstance(evaluate, Evaluation):
         evaluate = Evaluation(evaluate)
     run = _Run.setup(model, loss_fn, batches, loop, optim, out_dir, param_groups, evaluate,
-                     hooks or Hooks(), save_fn or default_save, tokens_per_batch or default_tokens)
+                     hooks or Hooks(), save_fn or default_save, tokens_per_batch or default_tokens,
+                     checkpoints)
     if run.is_main and run.root is not None:
         ckpt.clean_stale(run.root)  # temp dirs of saves a kill cut short
     if resume:
@@ -88,8 +96,8 @@ def fit(
     flag = {"stop": False}
     empty_epochs = 0
     fresh_epoch = not resume  # a resumed stream is already positioned inside its epoch
-    run.start_clock()
-    with signals_to_flag(flag), contextlib.closing(run.log):
+    run.start_clock(trackers)
+    with signals_to_flag(flag), contextlib.closing(run.log), contextlib.closing(run.prof):
         while not run.stopped:
             epoch = st.epoch
             if fresh_epoch:
@@ -163,14 +171,17 @@ class _Run:
     window_t0: float = 0.0
     window_tokens: int = 0
     loss_count: int = 0
+    norm_count: int = 0  # optimizer steps in grad_norm_sum
     loss_sum: Tensor | None = None
+    grad_norm_sum: Tensor | None = None
     nan_step: Tensor | None = None
+    prof: Any = None  # StepProfiler for train.profile_steps
 
     @classmethod
     def setup(cls, model: nn.Module, loss_fn: LossFn, batches: BatchStream, loop: LoopConfig,
               optim: OptimConfig, out_dir: Path | None, param_groups: list[dict] | None,
-              evaluation: Evaluation | None, hooks: Hooks, save_fn: Callable, tokens_of: Callable
-              ) -> _Run:
+              evaluation: Evaluation | None, hooks: Hooks, save_fn: Callable, tokens_of: Callable,
+              checkpoints: bool = True) -> _Run:
         rank, world, local_rank = distributed()
         device = resolve_device(loop.device, local_rank)
         if world > 1 and not dist.is_initialized():
@@ -197,11 +208,13 @@ class _Run:
         use_bf16 = loop.precision == "bf16" or (loop.precision == "auto" and device.type == "cuda")
         run = cls(model, net, batches, loop, optim, optimizer, scheduler, schedule, evaluation,
                   hooks, save_fn, tokens_of, device, world, rank == 0, use_bf16,
-                  out_dir / "checkpoints" if out_dir is not None else None, out_dir,
+                  out_dir / "checkpoints" if out_dir is not None and checkpoints else None, out_dir,
                   trajectory_hash(loop, optim))
         run.params = [p for g in optimizer.param_groups for p in g["params"]]
         run.state.total_steps = schedule.total
         run.loss_sum = torch.zeros((), device=device)
+        run.grad_norm_sum = torch.zeros((), device=device)
+        run.prof = StepProfiler(loop.profile_steps, out_dir if rank == 0 else None)
         run.nan_step = torch.full((), -1, dtype=torch.long, device=device)
         return run
 
@@ -242,9 +255,9 @@ class _Run:
             self.already_finished = True
             self.last_saved = st.step  # the checkpoint it resumed from is this step
 
-    def start_clock(self) -> None:
+    def start_clock(self, trackers: Trackers | None = None) -> None:
         self.log = RunLog(self.out_dir, self.loop, self.is_main, self.state.step,
-                          self.schedule.total)
+                          self.schedule.total, trackers)
         self.window_t0 = time.perf_counter()
         self.t0 = self.window_t0 - self.state.elapsed
 
@@ -252,6 +265,7 @@ class _Run:
         """Forward + backward of one micro-batch; True when it completed an optimizer step."""
         st, loop, optim = self.state, self.loop, self.optim
         st.micro += 1
+        self.prof.before_step(st.step + 1)
         n_tok = self.tokens_of(batch) * self.world
         batch = to_device(batch, self.device)
         sync = st.micro % loop.grad_accum == 0
@@ -279,12 +293,16 @@ class _Run:
             self.schedule.set_total(st.total_steps)
         if not sync:
             return False
-        if optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, optim.grad_clip)
+        # The norm before clipping (inf: measured, not clipped), summed on the device.
+        norm = torch.nn.utils.clip_grad_norm_(self.params, optim.grad_clip or math.inf)
+        self.grad_norm_sum += norm.detach().float()
+        self.norm_count += 1
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         st.step += 1
+        if (line := self.prof.after_step(st.step)) and self.is_main:
+            self.log.say(line)
         return True
 
     def check_budgets(self, epoch_limit: int | None) -> None:
@@ -314,18 +332,20 @@ class _Run:
 
     def log_train(self, epoch: int, flag: dict[str, bool]) -> None:
         st = self.state
-        avg = float((self.loss_sum / max(self.loss_count, 1)).item())  # the one host sync
+        sums = torch.stack([self.loss_sum, self.grad_norm_sum]).tolist()  # the one host sync
+        avg = sums[0] / max(self.loss_count, 1)
         now = time.perf_counter()
         rec = {"kind": "train", "step": st.step, "epoch": epoch, "tokens": st.tokens,
-               "loss": avg, "lr": self.scheduler.get_last_lr()[0],
+               "loss": avg, "lr": self.scheduler.get_last_lr()[0], "grad_norm": sums[1] / max(self.norm_count, 1),
                "tokens_per_s": self.window_tokens / max(now - self.window_t0, 1e-9),
-               "elapsed_s": now - self.t0}
+               "elapsed_s": now - self.t0, "peak_mem_mb": peak_memory_mb(self.device)}
         st.history.append(rec)
         if self.is_main:
             self.log.write(rec)
         self.log.advance(st.step, f"loss {avg:.4f}  {rec['tokens_per_s']:,.0f} tok/s")
         self.loss_sum.zero_()
-        self.loss_count, self.window_t0, self.window_tokens = 0, now, 0
+        self.grad_norm_sum.zero_()
+        self.loss_count, self.norm_count, self.window_t0, self.window_tokens = 0, 0, now, 0
         self.check_nan()
         self.check_time_and_signal(flag, synced=True)
 

@@ -41,6 +41,7 @@ from pretune.train.objectives import BlockBatches, MaskingSpec, recipe
 from pretune.train.rundir import mark_run, remove_run, run_lock
 from pretune.train.runtime import default_save, distributed
 from pretune.train.state import FitResult
+from pretune.train.trackers import RunInfo, Trackers, run_trackers
 from pretune.train.wordvec import init_embeddings, word_vectors
 
 _AUTO_CLASS = {"mlm": "AutoModelForMaskedLM", "simcse": "AutoModelForMaskedLM",
@@ -175,15 +176,21 @@ def _write_wordvec(cfg: PretrainConfig, run_dir: Path, model: nn.Module, tokeniz
     return final
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
-    """Pre-train ``cfg.model`` on ``cfg.data``; returns ``runs/<name>/final``."""
+def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
+             run_info: RunInfo | None = None) -> Path:
+    """Pre-train ``cfg.model`` on ``cfg.data``; returns ``runs/<name>/final``. ``run_info``:
+    how the trackers name the run (a study's phase)."""
     run_dir = Path(cfg.output_dir) / cfg.name
     # rank 0 holds the run; the other torchrun ranks train into it with rank 0
-    with run_lock(run_dir) if distributed()[0] == 0 else contextlib.nullcontext():
-        return _pretrain(cfg, run_dir, resume, overwrite)
+    if distributed()[0] != 0:
+        return _pretrain(cfg, run_dir, resume, overwrite, None)
+    trackers = run_trackers(cfg, run_dir, run_info)
+    with run_lock(run_dir), contextlib.closing(trackers):  # finished by _pretrain on success
+        return _pretrain(cfg, run_dir, resume, overwrite, trackers)
 
 
-def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> Path:
+def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool,
+              trackers: Trackers | None) -> Path:
     rank, world, _ = distributed()
     if run_dir.exists() and not resume and not overwrite and any(run_dir.iterdir()):
         raise PretuneError(
@@ -284,7 +291,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
     t0 = time.perf_counter()
     result = fit(model, parts.loss, batches, cfg.train, cfg.optim, run_dir,
                  evaluate=Evaluation(evaluate, metric="val_loss") if val else None,
-                 save_fn=save_fn, resume=resume)
+                 save_fn=save_fn, resume=resume, trackers=trackers)
     seconds = time.perf_counter() - t0
     if result.stopped_reason == "interrupted":
         if rank == 0:
@@ -300,6 +307,9 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool)
     if rank == 0:
         _write_final(final, parts.export, save_fn, result, cfg, objective, corpus, artifact, seconds,
                      last_train_loss(), last["val_loss"], trained=parts.model)
+        trackers.finish({f"final/{k}": v for k, v in (("train_loss", last_train_loss()),
+                                                       ("val_loss", last["val_loss"]))
+                         if v is not None}, {"tokens": result.tokens}, step=result.steps)
         val = "" if last["val_loss"] is None else f", val loss {last['val_loss']:.4f}"
         print(f"pre-trained {result.steps:,} steps / {result.tokens:,} tokens in "
               f"{result.seconds:.0f} s ({result.stopped_reason}{val}); model: {final}")

@@ -9,10 +9,12 @@ cosine k-NN accuracy when labels exist. Both run the one loop on ``ImageBatches`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ from pretune.tasks.image_classification import (
 )
 from pretune.train.loop import Evaluation, fit
 from pretune.train.rundir import prepare_run_dir, run_lock
+from pretune.train.trackers import Trackers, run_trackers
 
 
 @dataclass
@@ -112,8 +115,18 @@ def _pretrain_images(cfg: ImagePretrainConfig, overwrite: bool, resume: bool
     has_eval = len(task.val) > 1
     evaluation = Evaluation(evaluate, metric=metric, mode=metric_mode(metric),
                             restore_best=True) if has_eval else None
+    trackers = run_trackers(cfg, out / "train")
+    with contextlib.closing(trackers):  # finished below on success
+        return _fit_and_export(cfg, net, loss_fn, batches, evaluation, export, resume, out,
+                               task, metric, trackers, t0)
+
+
+def _fit_and_export(cfg: ImagePretrainConfig, net: nn.Module, loss_fn: Any, batches: Any,
+                    evaluation: Evaluation | None, export: Any, resume: bool, out: Path,
+                    task: Any, metric: str, trackers: Trackers, t0: float
+                    ) -> ImagePretrainResult:
     result = fit(net, loss_fn, batches, cfg.train, cfg.optim, out / "train", evaluate=evaluation,
-                 save_fn=export, resume=resume, tokens_per_batch=count_images)
+                 save_fn=export, resume=resume, tokens_per_batch=count_images, trackers=trackers)
     if result.stopped_reason == "interrupted":  # SIGINT/SIGTERM: a checkpoint, not a model
         print(f"interrupted at step {result.steps}; checkpoint {result.last_checkpoint}; "
               "continue with --resume")
@@ -134,6 +147,7 @@ def _pretrain_images(cfg: ImagePretrainConfig, overwrite: bool, resume: bool
                "timing": {"seconds": seconds, "steps": result.steps, "images": result.tokens},
                "config": cfg.model_dump(mode="json")}
     (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
+    trackers.finish({f"final/{k}": v for k, v in metrics.items()}, step=result.steps)
     if cfg.train.progress:
         print(f"{cfg.objective} pre-training on {task.name}: {result.steps} steps, "
               f"{result.tokens} images, {seconds:.0f}s; val {metrics}")

@@ -165,6 +165,16 @@ def trajectory_hash(loop: LoopConfig, optim: OptimConfig) -> str:
     return config_hash(loop, exclude=set(LoopConfig.model_fields) - keep) + config_hash(optim)
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA max allocated on a GPU, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kb / 1024
+
+
 def agree(flag: bool, world: int, device: torch.device) -> bool:
     """True on every rank if any rank says True (one all-reduce; only called at log steps)."""
     if world == 1:
