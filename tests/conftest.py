@@ -169,3 +169,39 @@ def image_configs():
             *overrides], defaults={"task": {"kind": "image-classification"}})
 
     return pretrain, finetune
+
+
+def read_tb_events(log_dir: Path) -> dict:
+    """What a TensorBoard run dir holds, read with TensorBoard's own event reader: scalars
+    ``{tag: [(step, value)]}``, the HParams summary's ``hparams`` and its metric tags."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    scalars = {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+    hparams: dict = {}
+    metrics: list[str] = []
+    tags = acc.PluginTagToContent("hparams") if _has_plugin(acc, "hparams") else {}
+    for tag, content in tags.items():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if tag == "_hparams_/session_start_info":
+            for k, v in data.session_start_info.hparams.items():
+                kind = v.WhichOneof("kind")
+                hparams[k] = getattr(v, kind)
+        elif tag == "_hparams_/experiment":
+            metrics = [m.name.tag for m in data.experiment.metric_infos]
+    return {"scalars": scalars, "hparams": hparams, "hparam_metrics": metrics}
+
+
+def _has_plugin(acc, name: str) -> bool:
+    try:
+        acc.PluginTagToContent(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def tb_events():
+    return read_tb_events

@@ -157,3 +157,19 @@ def test_linear_probe_notes_a_pooler_the_checkpoint_never_trained(make_cfg, tiny
     assert "no trained pooler" in capsys.readouterr().err
     finetune(probe.model_copy(update={"strategy": StrategyConfig(name="full")}), overwrite=True)
     assert "no trained pooler" not in capsys.readouterr().err  # full training trains it
+
+
+def test_final_table_without_progress_and_tensorboard_hparams(make_cfg, capsys, tb_events):
+    cfg = make_cfg()  # progress=false
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+        "report_to": ["tensorboard"]})})
+    res = finetune(cfg)
+    out = capsys.readouterr().out
+    assert "| full | 192 train examples" in out and "accuracy" in out  # the metrics table
+    events = tb_events(res.out_dir / "train" / "tensorboard")
+    assert events["hparams"]["strategy.name"] == "full"
+    assert events["hparams"]["train_examples"] == 192
+    assert "test/accuracy" in events["hparam_metrics"]
+    assert events["scalars"]["test/accuracy"][0][1] == pytest.approx(res.metrics["accuracy"])
+    assert "train/grad_norm" in events["scalars"]
+    assert not (res.out_dir / "train" / "checkpoints").exists()  # no save_every: none kept

@@ -62,7 +62,7 @@ def test_exclude_rules_match_on_the_keys_they_name(study_cfg):
     assert len(cells) == len(plan_cells(study_cfg)) - 1 - 2 * 2
 
 
-def test_tiny_study_end_to_end_and_rerun_skips(study_cfg, capsys):
+def test_tiny_study_end_to_end_and_rerun_skips(study_cfg, capsys, tb_events):
     out = run_study(study_cfg)
     for name in ("report.html", "report.md", "results.csv", "summary.csv", "study.yaml", "probes.json"):
         assert (out / name).is_file(), name
@@ -80,7 +80,16 @@ def test_tiny_study_end_to_end_and_rerun_skips(study_cfg, capsys):
     header, values = pre[2], pre[4]
     assert "tokens" in header and "final train loss" in header
     assert "–" not in values.split("|")[5]  # the final train loss is reported
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert f"{len(rows)}/{len(rows)} cells done" in printed and ", ETA " in printed
+
+    # each cell is one TensorBoard run whose hparams place it in the matrix (HParams view)
+    for cell in plan_cells(study_cfg):
+        events = tb_events(out / "cells" / cell.key / "train" / "tensorboard")
+        hp = events["hparams"]
+        assert hp["cell.start"] == cell.start and hp["cell.strategy"] == cell.strategy
+        assert hp["cell.budget"] == cell.budget_label and "strategy.name" in hp
+        assert any(k.startswith("test/") for k in events["hparam_metrics"])
 
     # rerun: every cell is reused, nothing trains again, the report is rewritten
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}

@@ -158,3 +158,24 @@ def test_a_failed_trial_is_one_line_with_its_traceback_in_a_file(make_sweep, cap
     assert "Traceback" not in out + err
     (log,) = (root / "trials").glob("*.traceback.txt")
     assert "Traceback (most recent call last)" in log.read_text()
+
+
+def test_sweep_trials_are_mlflow_runs_with_their_sampled_values(make_sweep, base_cfg,
+                                                                monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    base = base_cfg.model_copy(update={
+        "strategy": base_cfg.strategy.model_copy(update=PROBE),
+        "train": base_cfg.train.model_copy(update={"report_to": ["mlflow"]})})
+    space = {"train.seed": {"low": 0, "high": 50, "int": True}}
+    root = run_sweep(make_sweep(n_trials=2, space=space, base=base.model_dump(mode="json")))
+    client = MlflowClient(tracking_uri=(root / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("sw").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["trial-0", "trial-1"]
+    table = {r["number"]: r for r in rows(root)}
+    for r in runs:
+        number = r.info.run_name.removeprefix("trial-")
+        assert r.data.params["sweep.train.seed"] == table[number]["train.seed"]
+        assert r.data.metrics["val/macro_f1"] == pytest.approx(float(table[number]["value"]))

@@ -7,10 +7,13 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
-from pretune.config import TokenizerConfig
-from pretune.data.shards import write_shards
+from pretune.config import ModelConfig, TokenizerConfig
+from pretune.data.shards import PackedTokens, write_shards
 from pretune.data.tokenizer import train_tokenizer
+from pretune.models.registry import load_model, load_tokenizer_for
+from pretune.train.objectives import BlockBatches, MaskingSpec
 
 SUBJECTS = ["the cat", "a dog", "my neighbour", "the old farmer", "our teacher", "the bird"]
 VERBS = ["watched", "painted", "followed", "ignored", "remembered", "carried"]
@@ -50,3 +53,27 @@ def bpe_artifact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_corpus() -> list[str]:
     return synthetic_docs(200)
+
+
+TINY_BERT_LOOP = ModelConfig(name="bert-tiny", dropout=0.0, overrides={
+    "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "intermediate_size": 64})
+
+
+@pytest.fixture(scope="module")
+def tok(wp_artifact):
+    return load_tokenizer_for(TINY_BERT_LOOP, wp_artifact / "tokenizer")
+
+
+@pytest.fixture
+def setup(wp_artifact, tok):
+    """``make()`` -> (tiny BERT MLM, its training batches) on the wordpiece artifact."""
+    def make(batch_size=8, split="train", shuffle=True, seed=0, n_tokens=None):
+        torch.manual_seed(0)
+        model = load_model(TINY_BERT_LOOP, "mlm", tok)
+        spec = MaskingSpec.from_tokenizer(tok)
+        tokens = PackedTokens(wp_artifact, split).tokens[:n_tokens]
+        batches = BlockBatches(tokens, "mlm", 32, batch_size,
+                               masking=spec, cls_id=tok.cls_token_id, shuffle=shuffle, seed=seed)
+        return model, batches
+    return make

@@ -16,9 +16,9 @@ from transformers import AutoModelForMaskedLM
 from pretune.config import LoopConfig, ModelConfig, OptimConfig
 from pretune.data.shards import PackedTokens
 from pretune.errors import PretuneError
-from pretune.models.registry import load_model, load_tokenizer_for
+from pretune.models.registry import load_model
 from pretune.train.loop import Evaluation, Hooks, fit
-from pretune.train.objectives import BlockBatches, MaskingSpec, clm_loss, mlm_loss
+from pretune.train.objectives import BlockBatches, clm_loss, mlm_loss
 from pretune.train.runtime import lr_lambda
 
 # Tiny models (hidden 32, one layer): seconds per test on 2 CPU cores.
@@ -28,24 +28,6 @@ TINY_BERT = ModelConfig(name="bert-tiny", dropout=0.0, overrides=TINY)
 
 
 QUIET = {"progress": False, "tensorboard": False, "log_every": 5}
-
-
-@pytest.fixture(scope="module")
-def tok(wp_artifact):
-    return load_tokenizer_for(TINY_BERT, wp_artifact / "tokenizer")
-
-
-@pytest.fixture
-def setup(wp_artifact, tok):
-    def make(batch_size=8, split="train", shuffle=True, seed=0, n_tokens=None):
-        torch.manual_seed(0)
-        model = load_model(TINY_BERT, "mlm", tok)
-        spec = MaskingSpec.from_tokenizer(tok)
-        tokens = PackedTokens(wp_artifact, split).tokens[:n_tokens]
-        batches = BlockBatches(tokens, "mlm", 32, batch_size,
-                               masking=spec, cls_id=tok.cls_token_id, shuffle=shuffle, seed=seed)
-        return model, batches
-    return make
 
 
 def _val(setup):

@@ -108,3 +108,18 @@ def test_inline_prepare_config_runs_the_pipeline_first(synthetic_corpus, tmp_pat
     final = pretrain(cfg.model_copy(update={"data": data}))
     summary = json.loads((final.parent / "summary.json").read_text())
     assert summary["steps"] == 3 and Path(summary["artifact"]).parent == tmp_path / "data"
+
+
+def test_pretraining_reports_to_mlflow_with_its_final_losses(wp_artifact, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = _cfg(tmp_path, wp_artifact, TINY_BERT, max_steps=10, report_to=["mlflow"])
+    pretrain(cfg)
+    client = MlflowClient(tracking_uri=(tmp_path / "runs" / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("pretune").experiment_id])
+    assert run.info.run_name == "tiny" and run.data.params["objective"] == "auto"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/val_loss")] == [10]
+    assert run.data.metrics["final/val_loss"] == pytest.approx(
+        json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())["final_val_loss"])

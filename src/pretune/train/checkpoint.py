@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
 from pretune.errors import PretuneError
 
@@ -211,3 +211,18 @@ def load_weights(model: nn.Module, ckpt: Path) -> None:
     with torch.no_grad():
         for k, v in found.items():
             needed[k].copy_(v)
+
+
+def restore_best(model: nn.Module, root: Path | None, step: int,
+                 kept: dict[str, Tensor] | None) -> None:
+    """The best evaluation's weights back into ``model``: ``kept`` in memory, or (a resumed
+    run) from ``best-step-N.safetensors`` or the step's checkpoint."""
+    if kept is None and root is not None:
+        kept = load_best(root, step)
+    if kept is not None:
+        model.load_state_dict(kept)
+    elif root is not None and (root / f"step-{step}").is_dir():
+        load_weights(model, root / f"step-{step}")
+    else:
+        raise PretuneError(f"the best weights (step {step}) were not kept; rerun without "
+                           "--resume")

@@ -436,25 +436,11 @@ class _Run:
         ev = self.evaluation
         if ev is not None and ev.restore_best and st.best_step is not None \
                 and st.best_step != st.step:
-            self._restore_best()
+            ckpt.restore_best(self.model, self.root, st.best_step, self.best_state)
         return FitResult(steps=st.step, tokens=st.tokens, seconds=time.perf_counter() - self.t0,
                          history=st.history, best_metric=st.best_metric, best_step=st.best_step,
                          stopped_reason=self.stopped, last_checkpoint=last_path,
                          already_finished=self.already_finished)
-
-    def _restore_best(self) -> None:
-        """The best evaluation's weights back into the model: kept in memory, or (a resumed
-        run) from ``best-step-N.safetensors`` or the step's checkpoint."""
-        step = self.state.best_step
-        if self.best_state is None and self.root is not None:
-            self.best_state = ckpt.load_best(self.root, step)
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        elif self.root is not None and (self.root / f"step-{step}").is_dir():
-            ckpt.load_weights(self.model, self.root / f"step-{step}")
-        else:
-            raise PretuneError(f"the best weights (step {step}) were not kept; rerun without "
-                               "--resume")
 
 
 __all__ = ["BatchStream", "Evaluation", "FitResult", "Hooks", "TrainState", "fit"]

@@ -55,7 +55,8 @@ class StepProfiler:
 
 def top_ops(prof: torch.profiler.profile, n: int = 4) -> str:
     """``aten::addmm 31% · aten::mm 12% ...`` by self time (device time on a GPU)."""
-    events = [e for e in prof.key_averages() if not e.key.startswith("ProfilerStep")]
+    # ops and kernels; not the user scopes around them (ProfilerStep#, Optimizer.step#...)
+    events = [e for e in prof.key_averages() if "#" not in e.key]
     cuda = any(getattr(e, "self_device_time_total", 0) for e in events)
 
     def self_time(e: object) -> float:
