@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from pretune.config import AugmentConfig, StrategyConfig, TaskConfig
+from pretune.config import AugmentConfig, ModelConfig, StrategyConfig, TaskConfig
 from pretune.data.batches import encode
 from pretune.data.labeled import load_task
 from pretune.errors import PretuneError
@@ -73,6 +73,26 @@ def test_lora_run_saves_a_merged_model(make_cfg):
     model = AutoModelForSequenceClassification.from_pretrained(res.out_dir / "model")
     assert not any("lora" in n for n, _ in model.named_parameters())
     assert res.trainable_params < sum(p.numel() for p in model.parameters())
+    card = (res.out_dir / "model" / "README.md").read_text()
+    assert "rank 4, alpha 16" in card and "merged into the weights" in card
+
+
+def test_model_card_front_matter_and_tokenizer_length(make_cfg):
+    import yaml
+
+    cfg = make_cfg(model=ModelConfig(name="builtin:minilm"), tokenizer=None)
+    cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"max_length": 40}),
+                                 "train": cfg.train.model_copy(update={"epochs": 0.2})})
+    res = finetune(cfg)
+    model_dir = res.out_dir / "model"
+    card = (model_dir / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["license"] == "apache-2.0" and meta["datasets"] == ["rt.csv"]
+    assert meta["pipeline_tag"] == "text-classification"
+    assert "<this dir>" not in card and "example.invalid" not in card
+    assert f'from_pretrained("{model_dir}")' in card
+    assert AutoTokenizer.from_pretrained(model_dir).model_max_length == 40
 
 
 def test_sklearn_probe_with_shared_feature_cache(make_cfg):

@@ -105,3 +105,4 @@ def test_finetune_by_hub_id(hub_home, make_cfg):
     assert res.steps >= 1 and 0.0 <= res.metrics["accuracy"] <= 1.0
     saved = json.loads((res.out_dir / "metrics.json").read_text())
     assert saved["config"]["model"]["name"] == "acme/tiny-bert"
+    assert "base_model: acme/tiny-bert" in (res.out_dir / "model" / "README.md").read_text()

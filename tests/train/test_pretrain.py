@@ -55,6 +55,11 @@ def test_bert_mlm_end_to_end(wp_artifact, tmp_path: Path, capsys):
     assert [c["step"] for c in summary["checkpoints"]] == [10, 20]
     card = (final / "README.md").read_text()
     assert "AutoModelForMaskedLM" in card and "mlm" in card
+    assert f'from_pretrained("{final}")' in card and "license: other" in card
+    assert f"datasets:\n- {wp_artifact}" in card
+    assert tok.model_max_length == 32  # the sequence length it was trained with
+    step10 = (run / "checkpoints" / "step-10" / "README.md").read_text()
+    assert "| 10 / 2,560 |" in step10 and str(run / "checkpoints" / "step-10") in step10
     assert (run / "checkpoints" / "step-10" / "tokenizer.json").is_file()
     # Existing run without --resume/--overwrite: error; --overwrite replaces it.
     with pytest.raises(PretuneError, match="--resume"):

@@ -204,6 +204,17 @@ def train_tokenizer(texts: Iterable[str] | Callable[[], Iterable[str]], cfg: Tok
     return fast
 
 
+def stamp_model_max_length(path: Path, length: int | None) -> None:
+    """Set a saved tokenizer's ``model_max_length`` to the length its model was trained with
+    (HF pipelines truncate to it); a dir without a tokenizer config is left alone."""
+    cfg_file = Path(path) / "tokenizer_config.json"
+    if length is None or not cfg_file.is_file():
+        return
+    data = json.loads(cfg_file.read_text(encoding="utf-8"))
+    data["model_max_length"] = int(length)
+    cfg_file.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def resolve_tokenizer_dir(spec: str | Path) -> Path:
     """``builtin:minilm`` / ``hf:<dir>`` / a dir / a prepared artifact dir -> tokenizer dir."""
     s = str(spec)

@@ -20,13 +20,14 @@ from typing import Any
 import torch
 
 from pretune.config import FinetuneConfig, dump_yaml, load_yaml
+from pretune.data.tokenizer import stamp_model_max_length
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import format_table, metric_mode
 from pretune.finetune.probe import run_probe
 from pretune.finetune.prompt import run_prompt
 from pretune.finetune.result import FinetuneResult, Trained
 from pretune.finetune.strategies import apply_strategy, export_model
-from pretune.models.card import model_card
+from pretune.models.card import lineage, model_card
 from pretune.models.overrides import quiet_transformers
 from pretune.models.start import Start, resolve_start
 from pretune.tasks import get_kind
@@ -153,7 +154,8 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
     if cfg.save_model and trained.export is not None:
         save_model_dir(out / "model", trained.export,
                        _card(cfg, kind, task, test_m, trained.auto_class or kind.auto_class,
-                             trained.pipeline_tag or kind.pipeline_tag))
+                             trained.pipeline_tag or kind.pipeline_tag, start, out / "model"),
+                       max_length=getattr(cfg.task, "max_length", None))
     _write_metrics(cfg, kind, task, result, metric)
     result.task_line = (f"{task.name} | {cfg.model.name} | {cfg.strategy.name} | "
                         f"{len(task.train)} train {kind.example_word} | test (majority baseline "
@@ -213,15 +215,18 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
 # --------------------------------------------------------------------------- outputs
 
 
-def save_model_dir(path: Path, write: Callable[[Path], None], card: str) -> Path:
+def save_model_dir(path: Path, write: Callable[[Path], None], card: str,
+                   max_length: int | None = None) -> Path:
     """Write a model directory (``write`` fills it; the card is its README.md) via a temp dir
-    and a rename, so a crash never leaves a half-written model."""
+    and a rename, so a crash never leaves a half-written model. ``max_length``: the length it
+    was trained with, saved as its tokenizer's ``model_max_length``."""
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     with quiet_transformers():  # no "Writing model shards" bar
         write(tmp)
+    stamp_model_max_length(tmp, max_length)
     (tmp / "README.md").write_text(card)
     if path.exists():
         shutil.rmtree(path)
@@ -230,18 +235,28 @@ def save_model_dir(path: Path, write: Callable[[Path], None], card: str) -> Path
 
 
 def _card(cfg: FinetuneConfig, kind: TaskKind, task: Any, test_metrics: dict[str, Any],
-          auto_class: str, pipeline_tag: str) -> str:
-    words = kind.example_word
-    facts = [*kind.card_facts(cfg, task), ("strategy", f"`{cfg.strategy.name}`"),
+          auto_class: str, pipeline_tag: str, start: Start, path: Path) -> str:
+    words, s = kind.example_word, cfg.strategy
+    facts = [*kind.card_facts(cfg, task), ("strategy", f"`{s.name}`"),
              (f"training {words}", f"{len(task.train)} (budget {task.budget or 'all'}, "
                                    f"seed {cfg.train.seed})"),
              (f"test {words}", len(task.test))]
+    if s.name == "lora":
+        targets = ", ".join(s.lora_targets) if s.lora_targets else "attention + MLP projections"
+        facts.append(("LoRA", f"rank {s.lora_r}, alpha {s.lora_alpha}, dropout {s.lora_dropout}"
+                              f", on {targets}; merged into the weights (loads without PEFT)"))
+    if getattr(cfg.task, "max_length", None):
+        facts.append(("max length", f"{cfg.task.max_length} tokens (the tokenizer's "
+                                    "model_max_length)"))
+    base, license = lineage(cfg.model.name, start.path)
+    data = cfg.task.path if isinstance(cfg.task.path, str) else str(cfg.task.path)
     return model_card(
-        title=cfg.name, pipeline_tag=pipeline_tag, auto_class=auto_class,
+        title=cfg.name, pipeline_tag=pipeline_tag, auto_class=auto_class, path=path,
         processor_class=kind.processor_class, facts=facts, metrics=test_metrics,
-        summary=f"Fine-tuned with [pretune](https://example.invalid/pretune) from "
-                f"`{cfg.model.name}`.",
-        footer="Or with pretune: `pretune predict <this dir> <inputs> -o predictions.csv`.")
+        base_model=base, license=license,
+        datasets=[data if data.startswith("builtin:") else Path(data).name],
+        summary=f"Fine-tuned with pretune from `{cfg.model.name}`.",
+        footer=f"Or with pretune: `pretune predict {path} <inputs> -o predictions.csv`.")
 
 
 def _write_metrics(cfg: FinetuneConfig, kind: TaskKind, task: Any, r: FinetuneResult,

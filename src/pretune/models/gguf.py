@@ -26,6 +26,7 @@ CARD = """---
 library_name: transformers
 pipeline_tag: text-generation
 license: apache-2.0
+base_model: HuggingFaceTB/SmolLM2-135M-Instruct
 ---
 # {name}
 
@@ -35,8 +36,8 @@ are close to, not equal to, the original bfloat16 checkpoint; expect slightly lo
 
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("<this dir>")
-tokenizer = AutoTokenizer.from_pretrained("<this dir>")
+model = AutoModelForCausalLM.from_pretrained("{path}")
+tokenizer = AutoTokenizer.from_pretrained("{path}")
 ```
 """
 
@@ -84,7 +85,7 @@ def _convert(name: str, gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(tmp)
     entry = EMBEDDED[name]
     (tmp / "README.md").write_text(CARD.format(name=config._name_or_path, dist=entry.dist,
-                                               file=gguf.name))
+                                               file=gguf.name, path=out))
     (tmp / _DONE).write_text(f"{gguf}\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

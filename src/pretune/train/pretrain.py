@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import shutil
 import sys
 import time
@@ -24,8 +25,9 @@ from pretune.config import PrepareConfig, PretrainConfig, dump_yaml
 from pretune.data.cjk import has_cjk
 from pretune.data.pipeline import prepare
 from pretune.data.shards import PackedTokens
+from pretune.data.tokenizer import stamp_model_max_length
 from pretune.errors import PretuneError
-from pretune.models.card import model_card
+from pretune.models.card import lineage, model_card
 from pretune.models.registry import (
     build_config,
     count_params,
@@ -80,14 +82,21 @@ def _check_same_tokenizer(model_tok: Any, data_tok_dir: Path, model_name: str) -
 
 
 def pretrain_card(*, name: str, corpus: str, objective: str, model: nn.Module, steps: int,
-                  tokens: int, train_loss: float | None, val_loss: float | None) -> str:
+                  tokens: int, train_loss: float | None, val_loss: float | None, path: Path,
+                  base: tuple[str | None, str | None] = (None, None),
+                  seq_len: int | None = None) -> str:
+    """The card of a pre-trained dir (``path``: where it ends up); ``base``: the start's
+    (Hub id, license) when it continued a public checkpoint."""
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
     ppl = "n/a" if val_loss is None else f"{math.exp(min(val_loss, 50)):.2f}"
     cfg = model.config
     return model_card(
-        title=name, tags=("pretune", objective),
-        summary=f"Pre-trained with [pretune](https://example.invalid/pretune) "
-                f"({_OBJECTIVE_WORDS.get(objective, objective.upper() + ' objective')}).",
+        title=name, tags=("pretune", objective), path=path, base_model=base[0], license=base[1],
+        datasets=[c.strip() for c in corpus.split(",")],
+        summary=f"Pre-trained with pretune "
+                f"({_OBJECTIVE_WORDS.get(objective, objective.upper() + ' objective')})"
+                + (f"; sequence length {seq_len} (the tokenizer's model_max_length)."
+                   if seq_len else "."),
         facts=[("architecture", f"{cfg.model_type}, {cfg.num_hidden_layers} layers, hidden "
                                 f"{cfg.hidden_size}, {count_params(model):,} parameters"),
                ("corpus", corpus), ("objective", objective),
@@ -143,15 +152,16 @@ def _warm_start(cfg: PretrainConfig, model: nn.Module, tokenizer, tokens) -> flo
     return time.perf_counter() - t0
 
 
-def _save_model(m: nn.Module, path: Path, objective: str, tokenizer) -> None:
+def _save_model(m: nn.Module, path: Path, objective: str, tokenizer, seq_len: int) -> None:
     """The HF dir of a pre-trained model (ELECTRA: the discriminator; its generator goes
     beside it in checkpoints, not in it), with config.json recording how the model was made
-    and how to pool it, and the tokenizer."""
+    and how to pool it, and the tokenizer (its model_max_length: the trained ``seq_len``)."""
     m = getattr(m, "discriminator", m)
     m.config.pretune_objective = objective
     m.config.pretune_pooling = "last" if objective == "clm" else "mean"
     default_save(m, path)
     tokenizer.save_pretrained(path)
+    stamp_model_max_length(path, seq_len)
 
 
 def _corpus(cfg: PretrainConfig) -> str:
@@ -166,7 +176,7 @@ def _write_wordvec(cfg: PretrainConfig, run_dir: Path, model: nn.Module, tokeniz
     mark_run(run_dir)
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     def save(m: nn.Module, path: Path) -> None:
-        _save_model(m, path, "wordvec", tokenizer)
+        _save_model(m, path, "wordvec", tokenizer, cfg.seq_len)
 
     result = FitResult(steps=0, tokens=len(train_tokens), seconds=seconds, stopped_reason="wordvec")
     final = run_dir / "final"
@@ -276,14 +286,19 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool,
         train = [r for r in rows if r.get("kind") == "train"]
         return train[-1]["loss"] if train else None
 
+    base = lineage(cfg.model.name, start.path)
+
     def save_fn(m: nn.Module, path: Path) -> None:
-        _save_model(m, path, objective, tokenizer)
+        _save_model(m, path, objective, tokenizer, cfg.seq_len)
         m = getattr(m, "discriminator", m)
-        steps = int(path.name.split("-")[-1]) if path.name.startswith("step-") else 0
+        found = re.search(r"step-(\d+)", path.name)  # a checkpoint's temp dir .tmp-step-N-pid
+        steps = int(found.group(1)) if found else 0
         (path / "README.md").write_text(pretrain_card(
             name=cfg.name, corpus=corpus, objective=objective, model=m, steps=steps,
             tokens=steps * cfg.train.batch_size * cfg.train.grad_accum * cfg.seq_len * world,
-            train_loss=last_train_loss(), val_loss=last["val_loss"]))
+            train_loss=last_train_loss(), val_loss=last["val_loss"], base=base,
+            path=run_dir / ("checkpoints/" + f"step-{steps}" if found else "final"),
+            seq_len=cfg.seq_len))
 
     if rank == 0:
         mark_run(run_dir)
@@ -345,7 +360,8 @@ def _write_final(final: Path, model: nn.Module, save_fn, result, cfg: PretrainCo
     save_fn(model, tmp)
     (tmp / "README.md").write_text(pretrain_card(
         name=cfg.name, corpus=corpus, objective=objective, model=model, steps=result.steps,
-        tokens=result.tokens, train_loss=train_loss, val_loss=val_loss))
+        tokens=result.tokens, train_loss=train_loss, val_loss=val_loss, path=final,
+        base=lineage(cfg.model.name, resolve_start(cfg.model.name).path), seq_len=cfg.seq_len))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     root = final.parent / "checkpoints"
