@@ -135,3 +135,12 @@ def test_suggestions_inside_lists():
     from pretune.config.discover import suggest
 
     assert suggest(StudyConfig, "strategies.0.nam") == ["strategies.0.name"]
+
+
+def test_config_files_the_help_cites_exist():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cited = {m for fn in COMMANDS for m in re.findall(r"configs/[\w.-]+\.yaml", fn.__doc__ or "")}
+    assert cited and all((root / c).is_file() for c in cited), cited
