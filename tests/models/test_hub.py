@@ -106,3 +106,8 @@ def test_finetune_by_hub_id(hub_home, make_cfg):
     saved = json.loads((res.out_dir / "metrics.json").read_text())
     assert saved["config"]["model"]["name"] == "acme/tiny-bert"
     assert "base_model: acme/tiny-bert" in (res.out_dir / "model" / "README.md").read_text()
+
+
+def test_missing_data_files_are_paths_not_hub_ids():
+    assert not is_hub_id("data/train.csv") and not is_hub_id("corpus/part.jsonl.gz")
+    assert is_hub_id("Qwen/Qwen2.5-0.5B")  # dots in a name are fine

@@ -116,21 +116,16 @@ def test_wandb_offline_run_read_back(setup, tmp_path, monkeypatch):
     assert summary["test/accuracy"] == 0.5
 
 
-def test_unknown_or_missing_tracker_is_one_line(monkeypatch):
-    import builtins
+def test_unknown_or_missing_tracker_is_one_line(monkeypatch, tmp_path):
+    import importlib.util
 
     with pytest.raises(ValueError):
         LoopConfig(report_to=["comet"])
-    real = builtins.__import__
-
-    def no_wandb(name, *a, **kw):
-        if name == "wandb":
-            raise ImportError("no wandb")
-        return real(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(PretuneError, match=r"pip install 'pretune\[tracking\]'"):
-        Trackers(["wandb"], Path("."), RunInfo("x")).open()
+        Trackers(["wandb"], tmp_path, RunInfo("x"))  # at construction: before any work
 
 
 def test_report_to_spellings_and_the_older_tensorboard_switch():

@@ -23,6 +23,9 @@ ALLOW = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer
          "*.jinja"]
 _PART = r"[A-Za-z0-9][\w.-]*"
 _ID = re.compile(rf"^(?:{_PART}/)?{_PART}(?:@[\w./-]+)?$")
+# A missing data or config file is a path, never a Hub id.
+_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".yaml", ".yml",
+                  ".gz", ".bz2", ".zst", ".zip", ".npz", ".conll", ".safetensors", ".bin")
 
 
 def split_id(name: str) -> tuple[str, str | None]:
@@ -34,7 +37,7 @@ def split_id(name: str) -> tuple[str, str | None]:
 def is_hub_id(name: str) -> bool:
     """``org/name[@rev]`` or ``name`` (no path syntax: ``./x``, ``/x``, ``~`` are paths)."""
     s = name.removeprefix("hf:")
-    return bool(_ID.match(s)) and not s.endswith((".json", ".yaml", ".safetensors"))
+    return bool(_ID.match(s)) and not s.lower().endswith(_FILE_SUFFIXES)
 
 
 def cache_dir() -> Path:

@@ -16,6 +16,7 @@ otherwise (``wandb sync`` uploads it later).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 from pretune.errors import PretuneError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
+_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class Trackers:
                  info: RunInfo) -> None:
         self.report_to = [r for r in report_to if log_dir is not None or r != "tensorboard"]
         self.log_dir, self.info = log_dir, info
+        for name in self.report_to:  # before any work: a missing tracker fails at once
+            if name != "tensorboard" and importlib.util.find_spec(_MODULES[name]) is None:
+                self._missing(name)
         self.tb = self.mlflow = self.mlflow_run = self.wandb = None
         self.opened = False
 
@@ -81,11 +86,15 @@ class Trackers:
             try:
                 getattr(self, f"_open_{name}")(step)
             except ImportError:
-                extra = {"mlflow": "mlflow-skinny"}.get(name, name)
-                raise PretuneError(f"train.report_to lists {name}, which is not installed: "
-                                   f"pip install 'pretune[tracking]' (or {extra}), or remove "
-                                   "it from train.report_to") from None
+                self._missing(name)
         return self
+
+    @staticmethod
+    def _missing(name: str) -> None:
+        extra = {"mlflow": "mlflow-skinny"}.get(name, name)
+        raise PretuneError(f"train.report_to lists {name}, which is not installed: pip install "
+                           f"'pretune[tracking]' (or {extra}), or remove it from "
+                           "train.report_to")
 
     def _open_tensorboard(self, step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
