@@ -25,7 +25,7 @@ def test_kind_is_inferred_from_the_data(tmp_path):
 def test_a_kind_brings_its_defaults_under_the_users_settings():
     text = FinetuneConfig()
     assert (text.task.kind, text.model.name, text.optim.lr, text.train.epochs) == (
-        "text-classification", "builtin:minilm", 5e-5, 4)
+        "text-classification", "builtin:minilm", "auto", 4)
     img = FinetuneConfig.model_validate({"task": {"path": "builtin:digits"},
                                          "optim": {"lr": 0.01}, "train": {"batch_size": 8}})
     assert (img.name, img.model.name, img.augment.shift) == ("vision-finetune", "resnet-tiny", 2)

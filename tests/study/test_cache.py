@@ -28,7 +28,7 @@ budgets: [16]
 seeds: [0]
 probes: true
 finetune:
-  train: {epochs: 1, batch_size: 8}
+  train: {epochs: 1, batch_size: 8, min_steps: null}
   task: {max_length: 32}
 """
 

@@ -34,7 +34,7 @@ exclude:
   - {start: scratch, strategy: prompt}
 finetune:
   optim: {lr: 1.0e-3}
-  train: {epochs: 1, batch_size: 8}
+  train: {epochs: 1, batch_size: 8, min_steps: null}
 """
 
 

@@ -35,7 +35,7 @@ seeds: [0]
 task_finetune:
   peoples-daily-ner: {optim: {lr: 1.0e-3}}
 finetune:
-  train: {epochs: 1, batch_size: 8}
+  train: {epochs: 1, batch_size: 8, min_steps: null}
 """
 
 

@@ -28,7 +28,7 @@ strategies: [{name: linear-probe, sklearn: true}, {name: full}, {name: lora}]
 budgets: [16]
 seeds: [0, 1]
 finetune:
-  train: {epochs: 1, batch_size: 8}
+  train: {epochs: 1, batch_size: 8, min_steps: null}
   task: {max_length: 32}
 """
 

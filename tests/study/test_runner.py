@@ -30,7 +30,7 @@ strategies:
 budgets: [16, 32]
 seeds: [0, 1]
 finetune:
-  train: {epochs: 1, batch_size: 8}
+  train: {epochs: 1, batch_size: 8, min_steps: null}
   task: {max_length: 32}
 """
 
@@ -155,3 +155,16 @@ def test_two_tasks_with_one_name_are_refused(study_cfg, tmp_path):
     cfg = load_config(StudyConfig, None, [f"tasks={tasks}", "starts=[builtin:minilm]"])
     with pytest.raises(PretuneError, match="two study tasks are both named 'good'"):
         plan_cells(cfg)
+
+
+def test_collapsed_cells_are_marked_in_the_report(study_cfg):
+    bad = study_cfg.finetune.model_copy(update={
+        "optim": study_cfg.finetune.optim.model_copy(update={"lr": 1e-9}),
+        "class_weights": False})
+    cfg = study_cfg.model_copy(update={"starts": ["scratch"], "probes": False,
+                                       "strategies": study_cfg.strategies[1:2], "budgets": [32],
+                                       "seeds": [0], "finetune": bad})
+    out = run_study(cfg)
+    (row,) = list(csv.DictReader((out / "results.csv").open()))
+    assert "has not learned the task" in row["collapsed"]
+    assert "1 of 1 cells collapsed" in (out / "report.md").read_text()

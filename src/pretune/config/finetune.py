@@ -67,13 +67,13 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
         "model": {"name": "resnet-tiny"},
         "augment": {"shift": 2},
         "optim": {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 1e-4, "schedule": "cosine"},
-        "train": {"epochs": 20, "batch_size": 32},
+        "train": {"epochs": 20, "batch_size": 32, "min_steps": None},
     },
     "generation": {
         "name": "generate-finetune",
         "model": {"name": "builtin:smollm2"},
         "optim": {"lr": 1e-4},
-        "train": {"epochs": 2, "batch_size": 8},
+        "train": {"epochs": 2, "batch_size": 8, "min_steps": None},
     },
 }
 
@@ -88,10 +88,17 @@ class FinetuneConfig(Section):
     tokenizer: str | None = None
     task: TaskSpec = TaskConfig()
     strategy: StrategyConfig = StrategyConfig()
-    optim: OptimConfig = OptimConfig(lr=5e-5, schedule="linear", betas=(0.9, 0.999))
-    train: LoopConfig = LoopConfig(epochs=4, batch_size=32, early_stopping_patience=None)
+    optim: OptimConfig = OptimConfig(lr="auto", schedule="linear", betas=(0.9, 0.999))
+    train: LoopConfig = LoopConfig(epochs=4, batch_size=32, min_steps=100,
+                                   early_stopping_patience=None)
     augment: AugmentConfig = AugmentConfig()
-    class_weights: bool = False
+    # auto: on when the smallest class has under a third of the largest's examples (binary:
+    # a minority under 25%); every strategy honours it, the scikit-learn probe as well.
+    class_weights: bool | Literal["auto"] = "auto"
+    # Binary tasks: the decision threshold on the positive (minority) class's probability.
+    # auto: F1-optimal on validation, saved with the model and used by predict / evaluate (the
+    # metrics at 0.5 are reported too, the tuned ones as tuned_*); off: 0.5; or a number.
+    threshold: Literal["auto", "off"] | Annotated[float, Field(gt=0, lt=1)] = "auto"
     keep_head: bool = False  # images: keep a checkpoint's classifier when its label names match
     metric: str = "auto"  # selection/early-stopping metric; auto: the kind's (macro_f1 / r2)
     save_model: bool = True

@@ -8,11 +8,19 @@ them (reading, batches, model head, loss, metrics, export) lives in ``pretune.ta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from pretune.config.base import TASK_KINDS, Section
+
+
+def _all_is_none(v: Any) -> Any:
+    return None if isinstance(v, str) and v.strip().lower() == "all" else v
+
+
+# A label budget: a number of training examples, or `all` (= None, every training example).
+Budget = Annotated[int | None, BeforeValidator(_all_is_none)]
 
 STRATEGIES = ("full", "linear-probe", "partial", "gradual", "llrd", "lora", "prompt")
 # Strategies that make sense for each kind: config checks, the study matrix and the runner all
@@ -98,7 +106,7 @@ class TaskConfig(Section):
     test_fraction: float = Field(0.2, ge=0, lt=0.5)  # when no test file is given
     test_size: int | None = Field(None, ge=1)  # absolute test size (wins over test_fraction)
     split_seed: int = 0  # splits are fixed across runs; budgets/seeds vary separately
-    budget: int | None = Field(None, ge=1)  # stratified subsample of training examples
+    budget: Budget = Field(None, ge=1)  # stratified subsample of training examples
     max_length: int = Field(128, ge=8)
     encoding: str = "utf-8"  # of the files (gb18030, cp1252, latin-1, ...)
 
@@ -125,7 +133,7 @@ class TagTaskConfig(Section):
     test_fraction: float = Field(0.2, ge=0, lt=0.5)
     test_size: int | None = Field(None, ge=1)
     split_seed: int = 0
-    budget: int | None = Field(None, ge=1)  # training sentences (each entity type once first)
+    budget: Budget = Field(None, ge=1)  # training sentences (each entity type once first)
     max_length: int = Field(128, ge=8)  # sub-word tokens; longer sentences are cut (counted)
     encoding: str = "utf-8"
 
@@ -148,7 +156,7 @@ class ImageDataConfig(Section):
     test_fraction: float = Field(0.2, ge=0, lt=0.5)  # when no test file is given
     test_size: int | None = Field(None, ge=1)  # absolute test size (wins over test_fraction)
     split_seed: int = 0
-    budget: int | None = Field(None, ge=1)  # stratified subsample of labeled training images
+    budget: Budget = Field(None, ge=1)  # stratified subsample of labeled training images
     max_images: int | None = Field(None, ge=1)  # random cap on images read (quick runs, tests)
 
 
@@ -211,6 +219,6 @@ class GenTaskConfig(Section):
     test_fraction: float = Field(0.2, ge=0, lt=0.5)
     test_size: int | None = Field(None, ge=1)
     split_seed: int = 0
-    budget: int | None = Field(None, ge=1)  # training examples (random draw)
+    budget: Budget = Field(None, ge=1)  # training examples (random draw)
     encoding: str = "utf-8"
     decode: DecodeConfig = DecodeConfig()

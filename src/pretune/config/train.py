@@ -3,7 +3,7 @@ and the two pre-training commands (text MLM/CLM, images supervised/SimCLR)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -28,7 +28,8 @@ class OptimConfig(Section):
     """The optimizer and its learning-rate schedule (warmup, decay, gradient clipping)."""
 
     name: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(5e-4, gt=0)
+    # auto (fine-tuning's default): by strategy and model size, see pretune.finetune.recipe
+    lr: Annotated[float, Field(gt=0)] | Literal["auto"] = 5e-4
     weight_decay: float = Field(0.01, ge=0)  # not applied to norms/biases/embeddings' LN
     l1: float = Field(0.0, ge=0)  # optional L1 penalty on trainable weights
     betas: tuple[float, float] = (0.9, 0.98)
@@ -50,6 +51,9 @@ class LoopConfig(Section):
     max_tokens: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
     epochs: float | None = Field(None, gt=0)
+    # With an epoch budget: at least this many optimizer steps (a small training set gets
+    # more epochs; fine-tuning's default is 100).
+    min_steps: int | None = Field(None, ge=1)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from pretune.config import format_validation_error
 from pretune.errors import PretuneError
+from pretune.evaluate import threshold
 from pretune.evaluate.metrics import format_table
 from pretune.models.overrides import quiet_transformers
 from pretune.models.start import weight_keys
@@ -72,6 +73,11 @@ def evaluate(model_dir: str, data: str, overrides: list[str] = ()) -> dict[str, 
         outputs = kind.outputs(saved.model, inputs, saved.task, kind.infer_batch_size,
                                device)
     metrics = kind.metrics(saved.task, split, outputs)
+    cut = saved.info.get("threshold")
+    if cut is not None:  # a tuned binary threshold: its metrics beside the 0.5 ones
+        pos = saved.task.labels.index(saved.info["positive"])
+        tuned = kind.metrics(saved.task, split, threshold.apply(outputs, pos, cut))
+        metrics.update(threshold.tuned_metrics(tuned, cut, saved.info["positive"]))
     out = Path(model_dir) / f"eval-{name}.json"
     out.write_text(json.dumps({"data": data, "examples": len(split), "metrics": metrics},
                               indent=2, default=float))

@@ -5,6 +5,7 @@ regression (ridge for regression), C picked on validation. No training loop, no 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -49,12 +50,18 @@ def run_probe(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start,
     """(test outputs, validation outputs or None, fitted parameters) of the probe."""
     loaded = kind.load_encoder(cfg, task, start)
     loaded.model.to(device)
-    x = {s: probe_features(kind, loaded, getattr(task, s), cfg, start, device, cache)
-         for s in ("train", "val", "test")}
+    x = {}
+    for s in ("train", "val", "test"):
+        t0, split = time.perf_counter(), getattr(task, s)
+        x[s] = probe_features(kind, loaded, split, cfg, start, device, cache)
+        took = time.perf_counter() - t0
+        if cfg.train.progress and took > 1.0:  # cached features take no time: no line
+            print(f"probe: features of {len(split):,} {s} {kind.example_word} in {took:.0f} s "
+                  f"({len(split) / took:,.0f}/s)", flush=True)
     y_train, task_type = kind.probe_targets(task, task.train)
     y_val, _ = kind.probe_targets(task, task.val)
     est = fit_sklearn_probe(x["train"], y_train, x["val"], y_val, task_type, task.labels,
-                            cfg.train.seed)
+                            cfg.train.seed, balanced=cfg.class_weights is True)
     val_out = probe_outputs(est, x["val"], task_type, len(task.labels)) if len(task.val) else None
     test_out = probe_outputs(est, x["test"], task_type, len(task.labels))
     coef = getattr(est[-1], "coef_", None)
@@ -64,13 +71,16 @@ def run_probe(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start,
 
 
 def fit_sklearn_probe(x_train: np.ndarray, y_train: list, x_val: np.ndarray, y_val: list,
-                      task_type: str, labels: list[str], seed: int = 0) -> Any:
-    """Standardise + LogisticRegression (Ridge for regression); C / alpha picked on val."""
+                      task_type: str, labels: list[str], seed: int = 0,
+                      balanced: bool = False) -> Any:
+    """Standardise + LogisticRegression (Ridge for regression); C / alpha picked on val.
+    ``balanced``: class weights inversely proportional to the class frequencies."""
     def make(c: float) -> Any:
         if task_type == "regression":
             est: Any = Ridge(alpha=1.0 / c)
         else:
-            est = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+            est = LogisticRegression(C=c, max_iter=2000, random_state=seed,
+                                     class_weight="balanced" if balanced else None)
             if task_type == "multi_label":
                 est = OneVsRestClassifier(est)
         return make_pipeline(StandardScaler(), est)

@@ -36,3 +36,4 @@ class FinetuneResult:
     steps: int
     stopped_reason: str = ""  # from the loop: "interrupted" when SIGINT/SIGTERM cut training short
     task_line: str = ""  # "task | model | strategy | N train examples | ..." above the table
+    collapsed: str | None = None  # why the model learned nothing useful (majority class ...)

@@ -22,7 +22,9 @@ import torch
 from pretune.config import FinetuneConfig, dump_yaml, load_yaml
 from pretune.data.tokenizer import stamp_model_max_length
 from pretune.errors import PretuneError
+from pretune.evaluate import threshold
 from pretune.evaluate.metrics import format_table, metric_mode
+from pretune.finetune import recipe
 from pretune.finetune.probe import run_probe
 from pretune.finetune.prompt import run_prompt
 from pretune.finetune.result import FinetuneResult, Trained
@@ -31,7 +33,7 @@ from pretune.models.card import lineage, model_card
 from pretune.models.overrides import quiet_transformers
 from pretune.models.start import Start, resolve_start
 from pretune.tasks import get_kind
-from pretune.tasks.base import TaskKind
+from pretune.tasks.base import TASK_FILE, TaskKind
 from pretune.train import checkpoint as ckpt
 from pretune.train.loop import Evaluation, Hooks, fit
 from pretune.train.rundir import prepare_run_dir, run_lock
@@ -133,6 +135,9 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
     if not len(task.test):
         raise PretuneError(f"the task has no test {kind.example_word}; set task.test or "
                            "task.test_fraction > 0")
+    cfg, notes = recipe.resolve(cfg, kind.name, task, start)  # the `auto` settings, decided
+    for note in notes if cfg.train.progress else ():
+        print(f"note: {note}", file=sys.stderr)
     device = resolve_device(cfg.train.device)
     metric = selection_metric(cfg, kind, task)
     if cfg.strategy.name == "prompt" and kind.name == "text-classification":
@@ -149,18 +154,39 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
     test_m = kind.metrics(task, task.test, trained.test_outputs)
     val_m = kind.metrics(task, task.val, trained.val_outputs) \
         if len(task.val) and trained.val_outputs is not None else {}
+    cut = _threshold(cfg, kind, task, trained, test_m)
+    collapsed = recipe.collapse(task, trained.val_outputs, val_m, metric) \
+        if cfg.strategy.name != "prompt" else None
+    if collapsed:
+        print(f"warning: {cfg.name}: {collapsed}", file=sys.stderr)
     result = FinetuneResult(test_m, val_m, out, time.perf_counter() - t0, len(task.train),
-                            trained.trainable_params, trained.steps, trained.stopped_reason)
+                            trained.trainable_params, trained.steps, trained.stopped_reason,
+                            collapsed=collapsed)
     if cfg.save_model and trained.export is not None:
         save_model_dir(out / "model", trained.export,
                        _card(cfg, kind, task, test_m, trained.auto_class or kind.auto_class,
                              trained.pipeline_tag or kind.pipeline_tag, start, out / "model"),
-                       max_length=getattr(cfg.task, "max_length", None))
-    _write_metrics(cfg, kind, task, result, metric)
+                       max_length=getattr(cfg.task, "max_length", None), extra_info=cut)
+    _write_metrics(cfg, kind, task, result, metric, notes)
     result.task_line = (f"{task.name} | {cfg.model.name} | {cfg.strategy.name} | "
                         f"{len(task.train)} train {kind.example_word} | test (majority baseline "
                         f"{task.majority_baseline:.4f})")
     return result
+
+
+def _threshold(cfg: FinetuneConfig, kind: TaskKind, task: Any, trained: Trained,
+               test_m: dict[str, Any]) -> dict[str, Any] | None:
+    """A binary task's decision threshold (``threshold``: auto = F1-optimal on validation):
+    the tuned test metrics join ``test_m`` as tuned_*; returns what the model dir saves."""
+    if not threshold.applies(task, cfg.threshold) or trained.val_outputs is None \
+            and cfg.threshold == "auto":
+        return None
+    pos = threshold.positive_class(task.train.labels)
+    cut = threshold.tune(trained.val_outputs, task.val.labels, pos) \
+        if cfg.threshold == "auto" else float(cfg.threshold)
+    tuned = kind.metrics(task, task.test, threshold.apply(trained.test_outputs, pos, cut))
+    test_m.update(threshold.tuned_metrics(tuned, cut, task.labels[pos]))
+    return {"threshold": cut, "positive": task.labels[pos]}
 
 
 def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out: Path,
@@ -173,6 +199,9 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
         print(f"note: {note}", file=sys.stderr)
     plan = apply_strategy(loaded.model, cfg.strategy, cfg.optim, kind.peft_task_type)
     batches = kind.train_batches(task, loaded.processor, cfg)
+    loop, note = recipe.with_min_steps(cfg.train, len(batches), kind.name)
+    if note and cfg.train.progress:
+        print(f"note: {note}", file=sys.stderr)
     batch_size = kind.eval_batch_size(cfg)
     val_inputs = kind.encode(loaded.processor, task.val, cfg.task) if len(task.val) else None
     evaluation = None
@@ -185,7 +214,7 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
                                 restore_best=True)
     # Without periodic saves no checkpoint is needed: skip the loop's final checkpoint write
     # (model + optimizer, ~270 MB for MiniLM) in every study cell.
-    result = fit(plan.model, kind.loss_fn(task, cfg), batches, cfg.train, cfg.optim, out / "train",
+    result = fit(plan.model, kind.loss_fn(task, cfg), batches, loop, cfg.optim, out / "train",
                  param_groups=plan.param_groups, evaluate=evaluation,
                  hooks=Hooks(on_epoch_start=plan.on_epoch_start, on_evaluate=on_evaluate),
                  tokens_per_batch=kind.tokens_per_batch, resume=resume,  # optim.l1: inside fit
@@ -216,7 +245,7 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
 
 
 def save_model_dir(path: Path, write: Callable[[Path], None], card: str,
-                   max_length: int | None = None) -> Path:
+                   max_length: int | None = None, extra_info: dict | None = None) -> Path:
     """Write a model directory (``write`` fills it; the card is its README.md) via a temp dir
     and a rename, so a crash never leaves a half-written model. ``max_length``: the length it
     was trained with, saved as its tokenizer's ``model_max_length``."""
@@ -227,6 +256,9 @@ def save_model_dir(path: Path, write: Callable[[Path], None], card: str,
     with quiet_transformers():  # no "Writing model shards" bar
         write(tmp)
     stamp_model_max_length(tmp, max_length)
+    if extra_info and (tmp / TASK_FILE).is_file():  # e.g. the tuned decision threshold
+        info = json.loads((tmp / TASK_FILE).read_text())
+        (tmp / TASK_FILE).write_text(json.dumps({**info, **extra_info}, indent=2))
     (tmp / "README.md").write_text(card)
     if path.exists():
         shutil.rmtree(path)
@@ -260,7 +292,7 @@ def _card(cfg: FinetuneConfig, kind: TaskKind, task: Any, test_metrics: dict[str
 
 
 def _write_metrics(cfg: FinetuneConfig, kind: TaskKind, task: Any, r: FinetuneResult,
-                   metric: str) -> None:
+                   metric: str, recipe_notes: list[str]) -> None:
     payload = {
         "task": task.name, "kind": kind.name, "type": task.type, "labels": task.labels,
         "selection_metric": metric, "majority_baseline": task.majority_baseline,
@@ -268,7 +300,8 @@ def _write_metrics(cfg: FinetuneConfig, kind: TaskKind, task: Any, r: FinetuneRe
         "test": r.metrics, "val": r.val_metrics,
         "timing": {"seconds": r.seconds, "steps": r.steps, "train_examples": r.train_examples,
                    "trainable_params": r.trainable_params},
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.model_dump(mode="json"),  # with its `auto` settings decided
+        "recipe": recipe_notes, "collapsed": r.collapsed,
     }
     (r.out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
 

@@ -8,7 +8,9 @@ linear probe (features extracted once, no training loop) in ``probe.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,9 +157,12 @@ def _lora(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig, peft_task_t
         lora_dropout=cfg.lora_dropout, target_modules=targets,
         # The freshly initialised task head must train and be saved with the adapter.
         modules_to_save=heads,
+        # GPT-2's projections are Conv1D (weights stored transposed): say so, not be warned
+        fan_in_fan_out=getattr(getattr(model, "config", None), "model_type", "") == "gpt2",
     )
     try:
-        peft_model = get_peft_model(model, lcfg)
+        with _quiet_peft():
+            peft_model = get_peft_model(model, lcfg)
     except ValueError as e:
         raise PretuneError(
             f"LoRA: target modules {targets} not found in {type(model).__name__} ({e}); "
@@ -171,5 +176,16 @@ def _lora(model: nn.Module, cfg: StrategyConfig, optim: OptimConfig, peft_task_t
 def export_model(model: nn.Module) -> nn.Module:
     """A plain transformers model to save: LoRA weights merged, the trained head kept."""
     if hasattr(model, "merge_and_unload"):
-        return model.merge_and_unload()
+        with _quiet_peft():
+            return model.merge_and_unload()
     return model
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """PEFT calls transformers' deprecated ``is_gradient_checkpointing``: a FutureWarning on
+    every LoRA run that a user can do nothing about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                category=FutureWarning)
+        yield

@@ -106,6 +106,7 @@ class Row:
     confusion: list[list[int]] | None = None
     labels: list[str] | None = None
     examples: list[dict[str, str]] | None = None  # generation: the first test outputs
+    collapsed: str = ""  # why the cell's model learned nothing (one class for everything ...)
 
     def as_dict(self) -> dict[str, Any]:
         row = {k: v for k, v in asdict(self).items() if k not in ("metrics", "confusion",
@@ -274,7 +275,7 @@ def result_row(cell: Cell, result: FinetuneResult, labels: list[str]) -> Row:
                train_examples=result.train_examples, trainable_params=result.trainable_params,
                metrics={k: v for k, v in m.items() if isinstance(v, int | float | str)},
                confusion=confusion, labels=labels if confusion is not None else None,
-               examples=m.get("examples"))
+               examples=m.get("examples"), collapsed=result.collapsed or "")
 
 
 def _failed(cell: Cell, error: str, t0: float) -> Row:

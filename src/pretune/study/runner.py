@@ -75,6 +75,15 @@ def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool) 
     if failed:
         notes.append(f"{len(failed)} of {len(rows)} cells failed; they are listed in the report "
                      "and results.csv")
+    collapsed = [r for r in rows if r.get("collapsed")]
+    if collapsed:
+        cells = "; ".join(f"{r['task']} | {r['start']} | {r['strategy']} | {r['budget_label']} "
+                          f"| seed {r['seed']}" for r in collapsed[:8])
+        more = f" (+{len(collapsed) - 8} more)" if len(collapsed) > 8 else ""
+        notes.append(f"{len(collapsed)} of {len(rows)} cells collapsed (one class for every "
+                     f"validation example, or no better than the majority class; "
+                     f"`collapsed` in results.csv): {cells}{more}. Try a higher optim.lr, "
+                     "class_weights=true or more steps for them")
     notes.append(f"study wall time: {time.perf_counter() - t_study:.0f} s (this invocation)")
     env = environment()
     (out / "environment.json").write_text(json.dumps(env, indent=1) + "\n")

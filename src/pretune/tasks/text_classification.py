@@ -292,18 +292,24 @@ class TextClassification(TaskKind):
         outputs = model_outputs(saved.model, encode(saved.processor, texts, pairs, cfg.max_length),
                                 saved.task.type, self.infer_batch_size, device)
         labels, kind = saved.task.labels, saved.task.type
+        decide = outputs
+        if saved.info.get("threshold") is not None and kind == "single_label":
+            from pretune.evaluate.threshold import apply  # the tuned binary cut-off
+
+            decide = apply(outputs, labels.index(saved.info["positive"]),
+                           saved.info["threshold"])
         extra_cols = ["pred"] + ([] if kind == "regression" else [f"prob_{lab}" for lab in labels])
         with open(output, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow([*cols, *extra_cols])
-            for row, o in zip(rows, outputs, strict=True):
+            for row, o, d in zip(rows, outputs, decide, strict=True):
                 if kind == "regression":
                     pred: Any = float(o)
                 elif kind == "multi_label":
                     pred = cfg.label_sep.join(lab for lab, p in zip(labels, o, strict=True)
                                               if p >= 0.5)
                 else:
-                    pred = labels[int(np.argmax(o))]
+                    pred = labels[int(np.argmax(d))]
                 probs = [] if kind == "regression" else [f"{p:.6f}" for p in o]
                 writer.writerow([_cell(row.get(c)) for c in cols] + [pred, *probs])
         return len(rows)
