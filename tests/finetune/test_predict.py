@@ -139,3 +139,13 @@ def test_bad_overrides_and_weights_are_one_line_errors(model_dir, tmp_path, rt_c
     (decoy / "model.safetensors").write_bytes(b"\x00" * 4)  # a broken file
     with pytest.raises(PretuneError, match="model.safetensors is not a readable safetensors"):
         evaluate(str(decoy), str(rt_csv))
+
+
+def test_predict_plain_text_one_input_per_line(model_dir, tmp_path, rt_rows):
+    texts = [r["text"] for r in rt_rows[:5]]
+    src = tmp_path / "new.txt"
+    src.write_text("\n".join(texts) + "\n\n")
+    out = predict(str(model_dir), str(src), str(tmp_path / "pred.csv"))
+    got = list(csv.DictReader(out.open(newline="")))
+    assert [g["text"] for g in got] == texts and list(got[0]) == ["text", "pred", "prob_fresh",
+                                                                  "prob_rotten"]

@@ -62,6 +62,8 @@ def infer_kind(task: dict[str, Any]) -> str:
     ``.npz`` arrays or a folder (of class sub-folders) are images; CoNLL-style files are token
     tags; a task with an input/target field is generation; anything else is text
     classification."""
+    if isinstance(task.get("path"), list):  # one text file per class
+        return "text-classification"
     path = str(task.get("path") or "")
     if any(k in task for k in _GENERATION_KEYS):
         return "generation"
@@ -70,7 +72,12 @@ def infer_kind(task: dict[str, Any]) -> str:
     name = path.lower()
     for comp in (".gz", ".bz2", ".xz", ".zst"):
         name = name.removesuffix(comp)
-    if name.endswith(_IMAGE_SUFFIXES) or (path and Path(path).expanduser().is_dir()):
+    if path and Path(path).expanduser().is_dir():  # class folders of text files, or images
+        from pretune.data.class_files import is_class_folder
+
+        return "text-classification" if is_class_folder(Path(path).expanduser()) \
+            else "image-classification"
+    if name.endswith(_IMAGE_SUFFIXES):
         return "image-classification"
     if name.endswith(_TAG_SUFFIXES):
         return "token-classification"
@@ -93,10 +100,13 @@ class TaskConfig(Section):
     (csv/tsv/jsonl/parquet); single-label, multi-label, regression, text pairs."""
 
     kind: Literal["text-classification"] = "text-classification"
-    path: str = "builtin:rotten-tomatoes"  # train file (or the only file), or builtin:<name>
+    # train file (or the only file), builtin:<name>, one text file per class ([pos.txt,
+    # neg.txt] or a glob; one example per line, the label is the file name) or a folder of
+    # class folders (one example per file)
+    path: str | list[str] = "builtin:rotten-tomatoes"
     validation: str | None = None
     test: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "txt"] = "auto"
     text_field: str = "text"
     text_pair_field: str | None = None
     label_field: str = "label"

@@ -20,6 +20,7 @@ import numpy as np
 from pretune.config import TaskConfig, config_hash
 from pretune.data.builtin import is_builtin
 from pretune.data.builtin_tasks import builtin_info, builtin_rows
+from pretune.data.class_files import class_files, classes_name, names_classes, read_class_rows
 from pretune.data.rows import check_budget, name_of, read_rows
 from pretune.errors import PretuneError
 
@@ -309,22 +310,30 @@ def majority_baseline(task_type: TaskType, train: Split, test: Split) -> float:
 # --------------------------------------------------------------------------- entry points
 
 
+def is_builtin_path(path: str | list[str]) -> bool:
+    return isinstance(path, str) and is_builtin(path)
+
+
 def task_name(cfg: TaskConfig) -> str:
-    return name_of(cfg.path)
+    return classes_name(cfg.path) if names_classes(cfg.path) else name_of(cfg.path)
 
 
 def task_fingerprint(cfg: TaskConfig) -> str:
     """Hash of everything that decides the splits (not the budget): files' size/mtime too."""
     stats = []
-    for p in (cfg.path, cfg.validation, cfg.test):
-        if p and not is_builtin(p) and Path(p).is_file():
+    train = class_files(cfg.path) if names_classes(cfg.path) else [cfg.path]
+    for p in (*train, cfg.validation, cfg.test):
+        if p and not is_builtin(str(p)) and Path(p).is_file():
             st = Path(p).stat()
             stats.append(f"{p}:{st.st_size}:{int(st.st_mtime)}")
     base = config_hash(cfg, exclude={"budget", "max_length"})
     return config_hash(TaskConfig(path="|".join([base, *stats])))
 
 
-def _read(cfg: TaskConfig, path: str) -> _Raw:
+def _read(cfg: TaskConfig, path: str | list[str]) -> _Raw:
+    if names_classes(path):  # one file per class, or a folder of class folders
+        rows, source = read_class_rows(path, cfg.encoding)
+        return _extract(rows, ["text", "label"], source, "text", None, "label")
     if is_builtin(path):
         name = path.removeprefix("builtin:")
         rows, text_f, label_f = builtin_rows(name)
@@ -338,7 +347,7 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> LabeledTask:
     raw_train = _read(cfg, cfg.path)
     raw_val = _read(cfg, cfg.validation) if cfg.validation else None
     raw_test = _read(cfg, cfg.test) if cfg.test else None
-    kind: TaskType = "single_label" if is_builtin(cfg.path) else (
+    kind: TaskType = "single_label" if is_builtin_path(cfg.path) else (
         infer_type(raw_train.labels, cfg.label_sep) if cfg.type == "auto" else cfg.type
     )
     names: list[str] = []
@@ -378,7 +387,7 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> LabeledTask:
     task = LabeledTask(
         name=task_name(cfg), type=kind, labels=names, train=train, val=val, test=test,
         majority_baseline=majority_baseline(kind, train, test), fingerprint=task_fingerprint(cfg),
-        info=builtin_info(cfg.path) if is_builtin(cfg.path) else {},
+        info=builtin_info(cfg.path) if is_builtin_path(cfg.path) else {},
     )
     check_classes_in_train(task)
     return apply_budget(task, cfg.budget, seed)

@@ -59,12 +59,12 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     for comp in COMPRESSIONS:
         name = name.removesuffix(comp)
     ext = name.rsplit(".", 1)[-1] if "." in name else ""
-    if ext in ("csv", "tsv", "jsonl", "parquet"):
+    if ext in ("csv", "tsv", "jsonl", "parquet", "txt"):
         return ext
     if ext in ("json", "ndjson"):
         return "jsonl"
     raise PretuneError(
-        f"{path}: cannot tell the format from the extension; use .csv/.tsv/.jsonl/.parquet "
+        f"{path}: cannot tell the format from the extension; use .csv/.tsv/.jsonl/.parquet/.txt "
         "(optionally .gz/.bz2) or set task.format"
     )
 
@@ -77,7 +77,11 @@ def read_rows(path: str | Path, fmt: str = "auto", encoding: str = "utf-8"
         raise PretuneError(f"labeled file {p} not found (check task.path / validation / test)")
     fmt = detect_format(p, fmt)
     try:
-        if fmt in ("csv", "tsv"):
+        if fmt == "txt":  # plain text: one example per line, as the `text` column
+            with open_text(p, encoding) as f:
+                rows = [{"text": ln.strip()} for ln in f if ln.strip()]
+            cols = ["text"]
+        elif fmt in ("csv", "tsv"):
             csv.field_size_limit(1 << 30)  # long reviews/articles exceed the 128 KiB default
             with open_text(p, encoding) as f:
                 reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")

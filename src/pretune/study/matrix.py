@@ -150,7 +150,11 @@ def strategy_label(s: StrategyConfig) -> str:
 
 
 def task_label(t: Any) -> str:
-    """A task's short name from its ``path``."""
+    """A task's short name from its ``path`` (a list of class files: their folder's)."""
+    if isinstance(t.path, list) or set("*?[") & set(t.path):
+        from pretune.data.class_files import classes_name
+
+        return classes_name(t.path)
     return Path(t.path.removeprefix("builtin:")).stem.split(".")[0]
 
 

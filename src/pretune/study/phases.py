@@ -87,7 +87,9 @@ def task_texts(task: Any, split: Any) -> list[str]:
     return [sep.join(toks) for toks in split.tokens]
 
 
-def _shares_source(task_path: str, source_path: str) -> bool:
+def _shares_source(task_path: str | list[str], source_path: str) -> bool:
+    if isinstance(task_path, list):  # one file per class
+        return any(_shares_source(p, source_path) for p in task_path)
     if is_builtin(task_path) and is_builtin(source_path):
         return same_source(task_path, source_path)
     a, b = Path(task_path).expanduser(), Path(source_path).expanduser()
