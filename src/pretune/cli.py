@@ -110,6 +110,8 @@ def evaluate(model_dir: str, data: str, *overrides: str) -> None:
     folder / .npz, or a builtin task's test split.
 
     OVERRIDES: key=value settings of the task (text_field=..., label_field=..., image_size=...).
+    On the run's own training file only its test rows are scored (rows=all: every row); a
+    file that shares rows with the training split gets a warning with the count.
     Prints the metrics table and writes <model_dir>/eval-<data name>.json.
     """
     from pretune.finetune.predict import evaluate as run

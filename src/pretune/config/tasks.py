@@ -119,6 +119,9 @@ class TaskConfig(Section):
     budget: Budget = Field(None, ge=1)  # stratified subsample of training examples
     max_length: int = Field(128, ge=8)
     encoding: str = "utf-8"  # of the files (gb18030, cp1252, latin-1, ...)
+    # A run dir whose split.json says which rows train / validate / test (the same test rows
+    # for runs and studies compared with it); its source files must be these.
+    split_from: str | None = None
 
 
 class TagTaskConfig(Section):

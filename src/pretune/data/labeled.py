@@ -22,6 +22,7 @@ from pretune.data.builtin import is_builtin
 from pretune.data.builtin_tasks import builtin_info, builtin_rows
 from pretune.data.class_files import class_files, classes_name, names_classes, read_class_rows
 from pretune.data.rows import check_budget, name_of, read_rows
+from pretune.data.split_ids import saved_split
 from pretune.errors import PretuneError
 
 TaskType = Literal["single_label", "multi_label", "regression"]
@@ -36,13 +37,15 @@ class Split:
     texts: list[str]
     labels: list[Any]
     pairs: list[str] | None = None
+    ids: list[int] | None = None  # each example's row number in its source (0 = first row)
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, idx: list[int] | np.ndarray) -> Split:
         pairs = [self.pairs[i] for i in idx] if self.pairs is not None else None
-        return Split([self.texts[i] for i in idx], [self.labels[i] for i in idx], pairs)
+        ids = [self.ids[i] for i in idx] if self.ids is not None else None
+        return Split([self.texts[i] for i in idx], [self.labels[i] for i in idx], pairs, ids)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class _Raw:
     pairs: list[str] | None
     labels: list[Any]  # raw label values (str / number / list)
     source: str
+    ids: list[int] = field(default_factory=list)  # row numbers of the kept rows
 
 
 def _extract(rows: list[dict], cols: list[str], source: str, text_field: str,
@@ -86,14 +90,15 @@ def _extract(rows: list[dict], cols: list[str], source: str, text_field: str,
                 f"{source} has no column '{fld}' (columns: {', '.join(map(str, cols))}); "
                 f"set task.{key}"
             )
-    texts, pairs, labels, empty = [], [] if pair_field else None, [], 0
-    for row in rows:
+    texts, pairs, labels, empty, ids = [], [] if pair_field else None, [], 0, []
+    for i, row in enumerate(rows):
         text = row.get(text_field)
         text = "" if text is None else str(text)
         if not text.strip():
             empty += 1
             continue
         texts.append(text)
+        ids.append(i)
         if pairs is not None:
             pairs.append("" if row.get(pair_field) is None else str(row[pair_field]))
         labels.append(row.get(label_field) if label_field else None)
@@ -101,7 +106,7 @@ def _extract(rows: list[dict], cols: list[str], source: str, text_field: str,
         raise PretuneError(f"{source}: every row has an empty '{text_field}'; check task.text_field")
     if empty:
         warnings.warn(f"{source}: dropped {empty} rows with an empty '{text_field}'", stacklevel=3)
-    return _Raw(texts, pairs, labels, source)
+    return _Raw(texts, pairs, labels, source, ids)
 
 
 def _as_label_list(value: Any, sep: str) -> list[str]:
@@ -366,19 +371,25 @@ def load_task(cfg: TaskConfig, seed: int = 0) -> LabeledTask:
                 f"{cfg.path}: the training labels have a single class ({', '.join(names) or 'none'}); "
                 "a classifier needs at least two (check task.label_field)"
             )
-    full = Split(raw_train.texts, _encode(raw_train, kind, names, cfg.label_sep), raw_train.pairs)
+    full = Split(raw_train.texts, _encode(raw_train, kind, names, cfg.label_sep), raw_train.pairs,
+                 raw_train.ids)
 
     def to_split(raw: _Raw) -> Split:
-        return Split(raw.texts, _encode(raw, kind, names, cfg.label_sep), raw.pairs)
+        return Split(raw.texts, _encode(raw, kind, names, cfg.label_sep), raw.pairs, raw.ids)
 
-    if raw_test is not None:
+    if cfg.split_from:  # the rows of a saved split (another run's), by row number
+        train, val, test = saved_split(cfg, full, to_split(raw_val) if raw_val else None,
+                                       to_split(raw_test) if raw_test else None)
+    elif raw_test is not None:
         train, test = full, to_split(raw_test)
     else:
         size: int | float = cfg.test_size or cfg.test_fraction
         if isinstance(size, int) and size >= len(full):
             raise PretuneError(f"task.test_size={size} leaves no training data ({len(full)} rows)")
         train, test = _split(full, size, cfg.split_seed, kind)
-    if raw_val is not None:
+    if cfg.split_from:
+        pass
+    elif raw_val is not None:
         val = to_split(raw_val)
     elif cfg.val_fraction > 0:
         train, val = _split(train, cfg.val_fraction, cfg.split_seed + 1, kind, "validation")
@@ -412,4 +423,4 @@ def read_split(path: str, cfg: TaskConfig, task_type: TaskType, labels: list[str
                 f"{path} has labels the model was not trained on: {', '.join(unseen[:10])} "
                 f"(model labels: {', '.join(labels[:20])})"
             )
-    return Split(raw.texts, _encode(raw, task_type, labels, cfg.label_sep), raw.pairs)
+    return Split(raw.texts, _encode(raw, task_type, labels, cfg.label_sep), raw.pairs, raw.ids)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from pretune.config import FinetuneConfig, dump_yaml, load_yaml
+from pretune.data.split_ids import write_split
 from pretune.data.tokenizer import stamp_model_max_length
 from pretune.errors import PretuneError
 from pretune.evaluate import threshold
@@ -135,6 +136,7 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
     if not len(task.test):
         raise PretuneError(f"the task has no test {kind.example_word}; set task.test or "
                            "task.test_fraction > 0")
+    write_split(out, cfg.task, task)  # the row numbers of train / validation / test
     cfg, notes = recipe.resolve(cfg, kind.name, task, start)  # the `auto` settings, decided
     for note in notes if cfg.train.progress else ():
         print(f"note: {note}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +33,7 @@ from pretune.data.labeled import (
     task_name,
 )
 from pretune.data.rows import read_rows
+from pretune.data.split_ids import run_record, same_source, text_hash
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import default_metric, task_metrics
 from pretune.models.backbone import Backbone, unwrap
@@ -268,8 +270,14 @@ class TextClassification(TaskKind):
 
     def read_labeled(self, saved: Saved, data: str, overrides: list[str]
                      ) -> tuple[Split, Encoded, str]:
-        cfg = self._task_config(saved, data, overrides)
+        """The labeled rows to score. On the run's own source file: its test rows only (the
+        others trained or validated it), unless ``rows=all``; on any other file, a warning
+        with counts when scored rows are training rows of the run."""
+        every = "rows=all" in overrides
+        cfg = self._task_config(saved, data, [o for o in overrides
+                                              if o.split("=", 1)[0] != "rows"])
         split = read_split(data, cfg, saved.task.type, saved.task.labels)
+        split = _run_rows(saved.path, data, split, every)
         return split, self.encode(saved.processor, split, cfg), task_name(cfg)
 
     def predict(self, saved: Saved, input: str, output: Path, overrides: list[str],
@@ -313,6 +321,26 @@ class TextClassification(TaskKind):
                 probs = [] if kind == "regression" else [f"{p:.6f}" for p in o]
                 writer.writerow([_cell(row.get(c)) for c in cols] + [pred, *probs])
         return len(rows)
+
+
+def _run_rows(model_dir: Path, data: str, split: Split, every: bool) -> Split:
+    """``split`` cut to the run's test rows when ``data`` is the run's training source."""
+    rec = run_record(model_dir)
+    if rec is None or is_builtin(data):  # builtins: read_split already gives the test split
+        return split
+    if same_source(rec, data) and not every and split.ids is not None:
+        test = set(rec["test_ids"])
+        keep = [i for i, row in enumerate(split.ids) if row in test]
+        print(f"note: {data} is this run's training file: scoring its {len(keep)} test rows "
+              f"(of {len(split)}; the others trained or validated the model); rows=all scores "
+              "every row", file=sys.stderr)
+        return split.subset(keep)
+    seen = set(rec["train_hashes"]) | set(rec["val_hashes"])
+    overlap = sum(text_hash(t) in seen for t in split.texts)
+    if overlap:
+        print(f"warning: {overlap} of {len(split)} scored rows of {data} are rows this model "
+              "trained or validated on: the score is optimistic", file=sys.stderr)
+    return split
 
 
 def _cell(v: Any) -> Any:
