@@ -107,7 +107,27 @@ def test_sklearn_probe_with_shared_feature_cache(make_cfg):
     small = cfg.model_copy(update={"task": cfg.task.model_copy(update={"budget": 20})})
     res2 = finetune(small, overwrite=True, task=task, features_cache=cache)
     assert res2.train_examples == 20 and len(store) == n  # budget applied, nothing recomputed
-    assert not (res2.out_dir / "model").exists()
+
+
+def test_sklearn_probe_leaves_a_model_predict_and_evaluate_use(make_cfg, rt_csv, tmp_path):
+    import csv
+
+    from transformers import AutoModel
+
+    from pretune.finetune.predict import evaluate, predict
+
+    cfg = make_cfg(strategy=StrategyConfig(name="linear-probe", sklearn=True))
+    res = finetune(cfg.model_copy(update={"threshold": "off"}))
+    model_dir = res.out_dir / "model"
+    assert AutoModel.from_pretrained(model_dir).config.hidden_size == 32  # plain encoder
+    assert (model_dir / "probe.safetensors").is_file()
+    assert "mean pooling" in (model_dir / "README.md").read_text()
+    metrics = evaluate(str(model_dir), str(rt_csv))  # the run's file: its test rows
+    assert metrics["accuracy"] == pytest.approx(res.metrics["accuracy"])
+    assert metrics["macro_f1"] == pytest.approx(res.metrics["macro_f1"])
+    out = predict(str(model_dir), str(rt_csv), str(tmp_path / "p.csv"))
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 300 and {r["pred"] for r in rows} <= {"fresh", "rotten"}
 
 
 def test_prompt_zero_shot_and_few_shot_on_a_tiny_mlm(make_cfg):

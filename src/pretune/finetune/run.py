@@ -32,6 +32,7 @@ from pretune.finetune.result import FinetuneResult, Trained
 from pretune.finetune.strategies import apply_strategy, export_model
 from pretune.models.card import lineage, model_card
 from pretune.models.overrides import quiet_transformers
+from pretune.models.probe_head import CARD_NOTE as PROBE_CARD
 from pretune.models.start import Start, resolve_start
 from pretune.tasks import get_kind
 from pretune.tasks.base import TASK_FILE, TaskKind
@@ -148,8 +149,7 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
         test_out, params = kind.prompt_outputs(cfg, task, start, device)
         trained = Trained(test_out, None, params)
     elif cfg.strategy.name == "linear-probe" and cfg.strategy.sklearn:
-        test_out, val_out, fitted = run_probe(kind, cfg, task, start, device, features_cache)
-        trained = Trained(test_out, val_out, fitted)  # no HF head to save: it is scikit-learn
+        trained = run_probe(kind, cfg, task, start, device, features_cache)
     else:
         trained = _run_loop(kind, cfg, task, start, out, device, metric, on_evaluate, resume,
                             trackers)
@@ -290,7 +290,9 @@ def _card(cfg: FinetuneConfig, kind: TaskKind, task: Any, test_metrics: dict[str
         base_model=base, license=license,
         datasets=[data if data.startswith("builtin:") else Path(data).name],
         summary=f"Fine-tuned with pretune from `{cfg.model.name}`.",
-        footer=f"Or with pretune: `pretune predict {path} <inputs> -o predictions.csv`.")
+        footer=PROBE_CARD.format(path=path) if auto_class == "AutoModel" and
+        kind.name == "text-classification" else
+        f"Or with pretune: `pretune predict {path} <inputs> -o predictions.csv`.")
 
 
 def _write_metrics(cfg: FinetuneConfig, kind: TaskKind, task: Any, r: FinetuneResult,

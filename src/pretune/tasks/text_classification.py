@@ -37,6 +37,7 @@ from pretune.data.split_ids import run_record, same_source, text_hash
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import default_metric, task_metrics
 from pretune.models.backbone import Backbone, unwrap
+from pretune.models.probe_head import load_probe
 from pretune.models.registry import load_model, load_tokenizer_for
 from pretune.models.start import Start
 from pretune.tasks.base import TASK_FILE, Loaded, Saved, TaskKind, read_info
@@ -240,13 +241,15 @@ class TextClassification(TaskKind):
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         info = read_info(path)
+        if info.get("probe"):  # the scikit-learn probe: the encoder + its fitted head
+            return self._open_probe(path, info)
         config = AutoConfig.from_pretrained(path)
         archs = config.architectures or []
         if not any(a.endswith("ForSequenceClassification") for a in archs):
             raise PretuneError(
                 f"{path} holds a {', '.join(archs) or config.model_type} model, not a sequence "
-                "classifier; evaluate/predict need the model dir of a finetune run (prompt "
-                "few-shot and linear-probe sklearn runs save none)")
+                "classifier; evaluate/predict need the model dir of a finetune run (a "
+                "zero-shot prompt run saves none)")
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
         kind = _TYPES.get(config.problem_type or "", "single_label")
@@ -257,6 +260,15 @@ class TextClassification(TaskKind):
         task = LabeledTask(info.get("task", path.name), info["type"], info["labels"], empty,
                            empty, empty, float("nan"))
         return Saved(path, model, tokenizer, task, info)
+
+    def _open_probe(self, path: Path, info: dict[str, Any]) -> Saved:
+        from transformers import AutoTokenizer
+
+        model = load_probe(path, info["probe"].get("pooling", "mean"))
+        empty = Split([], [])
+        task = LabeledTask(info.get("task", path.name), info["type"], info["labels"], empty,
+                           empty, empty, float("nan"))
+        return Saved(path, model, AutoTokenizer.from_pretrained(path), task, info)
 
     def _task_config(self, saved: Saved, data: str, overrides: list[str]) -> TaskConfig:
         info = saved.info
