@@ -35,6 +35,7 @@ def test_min_steps_lengthen_a_short_epoch_budget():
     loop = LoopConfig(epochs=1, batch_size=16, min_steps=100)
     longer, note = recipe.with_min_steps(loop, 12, "text-classification")
     assert longer.epochs == pytest.approx(100 / 12) and "min_steps=100" in note
+    assert longer.eval_every == 20  # about five validations, not one per short epoch
     assert recipe.with_min_steps(loop, 200, "text-classification") == (loop, None)  # enough
     assert recipe.with_min_steps(loop, 12, "generation") == (loop, None)  # its own recipe
     fixed = loop.model_copy(update={"max_steps": 5})

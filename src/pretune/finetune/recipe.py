@@ -108,9 +108,13 @@ def with_min_steps(loop: LoopConfig, batches_per_epoch: int, kind_name: str
     if loop.epochs * per_epoch >= loop.min_steps:
         return loop, None
     epochs = loop.min_steps / per_epoch
+    update: dict[str, Any] = {"epochs": epochs}
+    if loop.eval_every is None:  # not one validation per (tiny) epoch: about five in all
+        update["eval_every"] = max(per_epoch, math.ceil(loop.min_steps / 5))
     note = (f"train.min_steps={loop.min_steps}: {epochs:.3g} epochs instead of {loop.epochs:g} "
-            f"({per_epoch} steps per epoch)")
-    return loop.model_copy(update={"epochs": epochs}), note
+            f"({per_epoch} steps per epoch)" + (f", validation every {update['eval_every']} "
+                                                 "steps" if "eval_every" in update else ""))
+    return loop.model_copy(update=update), note
 
 
 def collapse(task: Any, val_outputs: np.ndarray | None, val_metrics: dict[str, Any],

@@ -187,6 +187,9 @@ def _threshold(cfg: FinetuneConfig, kind: TaskKind, task: Any, trained: Trained,
     cut = threshold.tune(trained.val_outputs, task.val.labels, pos) \
         if cfg.threshold == "auto" else float(cfg.threshold)
     tuned = kind.metrics(task, task.test, threshold.apply(trained.test_outputs, pos, cut))
+    for m in (test_m, tuned):  # the positive (minority) class's F1, the imbalanced-task score
+        if isinstance(m.get("per_class"), dict) and task.labels[pos] in m["per_class"]:
+            m["f1_positive"] = m["per_class"][task.labels[pos]]["f1"]
     test_m.update(threshold.tuned_metrics(tuned, cut, task.labels[pos]))
     return {"threshold": cut, "positive": task.labels[pos]}
 
