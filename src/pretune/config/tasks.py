@@ -57,6 +57,29 @@ def modality_of(kind: str) -> Literal["text", "image"]:
     return "image" if kind.startswith("image-") else "text"
 
 
+TEXT_SUFFIXES = (".txt", ".text")  # (optionally compressed) text files: one example each
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+
+
+def _bare_name(name: str) -> str:
+    """A file name, lower-cased, without a compression suffix."""
+    name = name.lower()
+    for comp in _COMPRESSED:
+        name = name.removesuffix(comp)
+    return name
+
+
+def is_class_folder(path: Path) -> bool:
+    """A folder whose sub-folders hold text files (rather than images)."""
+    if not path.is_dir():
+        return False
+    for sub in sorted(q for q in path.iterdir() if q.is_dir()):
+        for f in sorted(sub.iterdir())[:20]:
+            if f.is_file() and _bare_name(f.name).endswith(TEXT_SUFFIXES):
+                return True
+    return False
+
+
 def infer_kind(task: dict[str, Any]) -> str:
     """The kind of a task config that does not name one, from its data: a builtin's own kind;
     ``.npz`` arrays or a folder (of class sub-folders) are images; CoNLL-style files are token
@@ -69,12 +92,8 @@ def infer_kind(task: dict[str, Any]) -> str:
         return "generation"
     if path.startswith("builtin:"):
         return BUILTIN_KINDS.get(path.removeprefix("builtin:"), "text-classification")
-    name = path.lower()
-    for comp in (".gz", ".bz2", ".xz", ".zst"):
-        name = name.removesuffix(comp)
+    name = _bare_name(path)
     if path and Path(path).expanduser().is_dir():  # class folders of text files, or images
-        from pretune.data.class_files import is_class_folder
-
         return "text-classification" if is_class_folder(Path(path).expanduser()) \
             else "image-classification"
     if name.endswith(_IMAGE_SUFFIXES):

@@ -16,33 +16,15 @@ import glob
 from pathlib import Path
 from typing import Any
 
-from pretune.data.rows import COMPRESSIONS, decode_error, name_of, open_text
+from pretune.config.tasks import is_class_folder
+from pretune.data.rows import decode_error, name_of, open_text
 from pretune.errors import PretuneError
 
-TEXT_SUFFIXES = (".txt", ".text")
 _GLOB = set("*?[")
 
 
 def _is_glob(s: str) -> bool:
     return bool(_GLOB & set(s))
-
-
-def _text_name(p: Path) -> str:
-    name = p.name.lower()
-    for comp in COMPRESSIONS:
-        name = name.removesuffix(comp)
-    return name
-
-
-def is_class_folder(path: Path) -> bool:
-    """A folder whose sub-folders hold text files (rather than images)."""
-    if not path.is_dir():
-        return False
-    for sub in sorted(q for q in path.iterdir() if q.is_dir()):
-        for f in sorted(sub.iterdir())[:20]:
-            if f.is_file() and _text_name(f).endswith(TEXT_SUFFIXES):
-                return True
-    return False
 
 
 def names_classes(path: str | list[str]) -> bool:

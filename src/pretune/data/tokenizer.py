@@ -27,8 +27,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from pretune.config import TokenizerConfig
 from pretune.data.builtin import builtin_path, is_builtin
+from pretune.data.hub import local_dir
 from pretune.errors import PretuneError
-from pretune.models.hub import local_dir
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
 GPT_SPECIALS = ["<|endoftext|>", "<|pad|>"]  # ids 0, 1

@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
+from pretune.data.hub import local_dir
 from pretune.data.pairs import GenSplit, read_sources
 from pretune.errors import PretuneError
 from pretune.finetune.predict import check_output
 from pretune.models.generate import stream
-from pretune.models.hub import local_dir
 from pretune.models.overrides import quiet_transformers
 from pretune.models.start import resolve_start
 from pretune.tasks.generation import Generation, generate_for, open_generator

@@ -61,13 +61,17 @@ def auto_lr(strategy: str, start: Start) -> tuple[float, str]:
     return full, f"{strategy} fine-tuning of {size}"
 
 
+def _labels_of(split: Any) -> Any:
+    """Class ids of a split: a text split's ``labels``, an image set's ``y``."""
+    labels = getattr(split, "labels", None)
+    return getattr(split, "y", None) if labels is None else labels
+
+
 def imbalanced(task: Any) -> bool:
     """Single-label classification whose smallest class is under a third of the largest."""
     if getattr(task, "type", "single_label") != "single_label" or not hasattr(task, "labels"):
         return False
-    labels = getattr(task.train, "labels", None)
-    if labels is None:
-        labels = getattr(task.train, "y", None)
+    labels = _labels_of(task.train)
     if labels is None or not len(labels) or not isinstance(task.labels, list):
         return False
     counts = Counter(np.asarray(labels).tolist())
@@ -124,9 +128,8 @@ def collapse(task: Any, val_outputs: np.ndarray | None, val_metrics: dict[str, A
             or not len(val_outputs) or np.ndim(val_outputs) != 2:
         return None
     preds = np.argmax(val_outputs, axis=1)
-    truth = np.asarray(task.val.labels if hasattr(task.val, "labels") else task.val.y)
-    majority = Counter(np.asarray(task.train.labels if hasattr(task.train, "labels")
-                                  else task.train.y).tolist()).most_common(1)[0][0]
+    truth = np.asarray(_labels_of(task.val))
+    majority = Counter(np.asarray(_labels_of(task.train)).tolist()).most_common(1)[0][0]
     from pretune.evaluate.metrics import task_metrics
 
     base = task_metrics("single_label", truth.tolist(),

@@ -40,9 +40,9 @@ from transformers.models.auto.modeling_auto import (
 
 from pretune.config import ModelConfig
 from pretune.data.builtin import builtin_path
+from pretune.data.hub import local_dir
 from pretune.errors import PretuneError
 from pretune.models.archs import ARCHS
-from pretune.models.hub import local_dir
 from pretune.models.overrides import apply_overrides, quiet_transformers, set_dropout
 from pretune.models.start import Start, resolve_start
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 from pretune.data.builtin import builtin_path
+from pretune.data.hub import cache_dir, is_hub_id, snapshot, split_id
 from pretune.errors import PretuneError
 from pretune.models.archs import ARCHS, FAMILY_OBJECTIVE, IMAGE_ARCHS, Objective, objective_for
 from pretune.models.gguf import converted_dir, is_gguf_builtin
-from pretune.models.hub import cache_dir, is_hub_id, snapshot, split_id
 
 Modality = Literal["text", "image"]
 _MLM_HEAD_KEYS = ("cls.predictions", "lm_head", "vocab_projector", "generator_lm_head",

@@ -23,8 +23,8 @@ from typing import Any
 
 from pretune.config import config_identity
 from pretune.data.builtin import EMBEDDED, is_builtin
+from pretune.data.hub import is_hub_id, snapshot
 from pretune.errors import PretuneError
-from pretune.models.hub import is_hub_id, snapshot
 
 FULL_HASH_BYTES = 1 << 30
 _CHUNK = 1 << 20

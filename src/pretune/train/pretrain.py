@@ -169,7 +169,8 @@ def _corpus(cfg: PretrainConfig) -> str:
 
 
 def _write_wordvec(cfg: PretrainConfig, run_dir: Path, model: nn.Module, tokenizer,
-                   artifact: Path, train_tokens: PackedTokens, seconds: float) -> Path:
+                   artifact: Path, train_tokens: PackedTokens, seconds: float,
+                   base: tuple[str | None, str | None]) -> Path:
     """objective=wordvec: the architecture with its corpus word vectors, no training steps."""
     if distributed()[0] != 0:
         return run_dir / "final"
@@ -181,7 +182,7 @@ def _write_wordvec(cfg: PretrainConfig, run_dir: Path, model: nn.Module, tokeniz
     result = FitResult(steps=0, tokens=len(train_tokens), seconds=seconds, stopped_reason="wordvec")
     final = run_dir / "final"
     _write_final(final, model, save, result, cfg, "wordvec", _corpus(cfg), artifact, seconds,
-                 None, None)
+                 None, None, base=base)
     print(f"word vectors from {len(train_tokens):,} tokens into {cfg.model.name}; model: {final}")
     return final
 
@@ -249,9 +250,10 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool,
     if (objective == "wordvec" or cfg.embedding_init == "wordvec") and not resume:
         vector_seconds = _warm_start(cfg, model, tokenizer, train_tokens.tokens)
     parts = recipe(cfg, objective, model, cls_id)
+    base = lineage(cfg.model.name, start.path)  # the card's base_model and license
     if objective == "wordvec":
         return _write_wordvec(cfg, run_dir, parts.export, tokenizer, artifact, train_tokens,
-                              vector_seconds)
+                              vector_seconds, base)
     common = dict(masking=masking, cls_id=cls_id, seed=cfg.train.seed)
     if masking is not None and masking.whole_word and train_tokens.word_starts is None \
             and has_cjk(tokenizer.decode(train_tokens.tokens[:2000].tolist())):
@@ -286,8 +288,6 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool,
         train = [r for r in rows if r.get("kind") == "train"]
         return train[-1]["loss"] if train else None
 
-    base = lineage(cfg.model.name, start.path)
-
     def save_fn(m: nn.Module, path: Path) -> None:
         _save_model(m, path, objective, tokenizer, cfg.seq_len)
         m = getattr(m, "discriminator", m)
@@ -321,7 +321,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool,
         return final
     if rank == 0:
         _write_final(final, parts.export, save_fn, result, cfg, objective, corpus, artifact, seconds,
-                     last_train_loss(), last["val_loss"], trained=parts.model)
+                     last_train_loss(), last["val_loss"], trained=parts.model, base=base)
         trackers.finish({f"final/{k}": v for k, v in (("train_loss", last_train_loss()),
                                                        ("val_loss", last["val_loss"]))
                          if v is not None}, {"tokens": result.tokens}, step=result.steps)
@@ -350,7 +350,8 @@ def _flops_per_token(cfg: PretrainConfig, objective: str, trained: nn.Module) ->
 def _write_final(final: Path, model: nn.Module, save_fn, result, cfg: PretrainConfig,
                  objective: str, corpus: str, artifact: Path, seconds: float,
                  train_loss: float | None, val_loss: float | None,
-                 trained: nn.Module | None = None) -> None:
+                 trained: nn.Module | None = None,
+                 base: tuple[str | None, str | None] = (None, None)) -> None:
     """The exported model, its card and summary.json. ``trained``: the module the loop
     stepped (ELECTRA's generator + discriminator), for the FLOPs."""
     per_token = _flops_per_token(cfg, objective, trained or model)
@@ -361,7 +362,7 @@ def _write_final(final: Path, model: nn.Module, save_fn, result, cfg: PretrainCo
     (tmp / "README.md").write_text(pretrain_card(
         name=cfg.name, corpus=corpus, objective=objective, model=model, steps=result.steps,
         tokens=result.tokens, train_loss=train_loss, val_loss=val_loss, path=final,
-        base=lineage(cfg.model.name, resolve_start(cfg.model.name).path), seq_len=cfg.seq_len))
+        base=base, seq_len=cfg.seq_len))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     root = final.parent / "checkpoints"

@@ -11,8 +11,8 @@ import pytest
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from pretune.config import ModelConfig
+from pretune.data.hub import is_hub_id, split_id
 from pretune.errors import PretuneError
-from pretune.models.hub import is_hub_id, split_id
 from pretune.models.registry import load_model, load_tokenizer_for
 from pretune.models.start import resolve_start
 
