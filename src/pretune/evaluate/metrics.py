@@ -184,10 +184,14 @@ def _mostly_non_latin(texts: list[str]) -> bool:
     return other > ascii_n
 
 
-def rouge_l(refs: list[str], preds: list[str]) -> float:
+def rouge_l_each(refs: list[str], preds: list[str]) -> list[float]:
+    """ROUGE-L F-measure of each (reference, prediction) pair."""
     scorer = _scorer(["rougeL"], refs)
-    return float(np.mean([scorer.score(r, p)["rougeL"].fmeasure
-                          for r, p in zip(refs, preds, strict=True)])) if refs else 0.0
+    return [float(scorer.score(r, p)["rougeL"].fmeasure) for r, p in zip(refs, preds, strict=True)]
+
+
+def rouge_l(refs: list[str], preds: list[str]) -> float:
+    return float(np.mean(rouge_l_each(refs, preds))) if refs else 0.0
 
 
 def _normalise(text: str) -> str:

@@ -23,6 +23,8 @@ class Trained:
     export: Callable[[Path], None] | None = None
     auto_class: str | None = None  # the transformers class that loads it, when not the kind's
     pipeline_tag: str | None = None  # the pipeline it serves, when not the kind's
+    tokens: int = 0  # training tokens (images) the loop consumed
+    flops: float | None = None  # ≈ training FLOPs (6 N per token + attention; None: unknown)
 
 
 @dataclass
@@ -37,3 +39,6 @@ class FinetuneResult:
     stopped_reason: str = ""  # from the loop: "interrupted" when SIGINT/SIGTERM cut training short
     task_line: str = ""  # "task | model | strategy | N train examples | ..." above the table
     collapsed: str | None = None  # why the model learned nothing useful (majority class ...)
+    tokens: int = 0  # training tokens (images) the loop consumed
+    flops: float | None = None
+    config: Any = None  # the run's FinetuneConfig with its `auto` settings decided

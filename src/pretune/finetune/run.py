@@ -24,6 +24,7 @@ from pretune.data.split_ids import write_split
 from pretune.data.tokenizer import stamp_model_max_length
 from pretune.errors import PretuneError
 from pretune.evaluate import threshold
+from pretune.evaluate.examples import PREDICTIONS, write_predictions
 from pretune.evaluate.metrics import format_table, metric_mode
 from pretune.finetune import recipe
 from pretune.finetune.probe import run_probe
@@ -33,6 +34,7 @@ from pretune.finetune.strategies import apply_strategy, export_model
 from pretune.models.card import lineage, model_card
 from pretune.models.overrides import quiet_transformers
 from pretune.models.probe_head import CARD_NOTE as PROBE_CARD
+from pretune.models.registry import flops_per_token
 from pretune.models.start import Start, resolve_start
 from pretune.tasks import get_kind
 from pretune.tasks.base import TASK_FILE, TaskKind
@@ -161,9 +163,13 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
         if cfg.strategy.name != "prompt" else None
     if collapsed:
         print(f"warning: {cfg.name}: {collapsed}", file=sys.stderr)
+    records = kind.example_records(task, task.test, trained.test_outputs)
+    if records:  # per test example: what error analysis (and the study report) reads
+        write_predictions(out / PREDICTIONS, records, getattr(task.test, "ids", None))
     result = FinetuneResult(test_m, val_m, out, time.perf_counter() - t0, len(task.train),
                             trained.trainable_params, trained.steps, trained.stopped_reason,
-                            collapsed=collapsed)
+                            collapsed=collapsed, tokens=trained.tokens, flops=trained.flops,
+                            config=cfg)
     if cfg.save_model and trained.export is not None:
         save_model_dir(out / "model", trained.export,
                        _card(cfg, kind, task, test_m, trained.auto_class or kind.auto_class,
@@ -243,7 +249,20 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
 
     auto_class, pipeline_tag = kind.export_classes(model)
     return Trained(test_out, val_out, plan.trainable_params, int(result.steps),
-                   result.stopped_reason, export, auto_class, pipeline_tag)
+                   result.stopped_reason, export, auto_class, pipeline_tag,
+                   tokens=int(result.tokens), flops=_flops(model, result.tokens, cfg))
+
+
+def _flops(model: torch.nn.Module, tokens: int, cfg: FinetuneConfig) -> float | None:
+    """≈ training FLOPs: (6 N + 12 L d T) per token (N: non-embedding parameters, T: the
+    task's max length) — an upper bound for strategies that freeze weights (no weight
+    gradients there). None for models without a transformer config (CNNs)."""
+    config = getattr(model, "config", None)  # a PEFT model forwards to its base's
+    try:
+        per = flops_per_token(config, int(getattr(cfg.task, "max_length", None) or 128))
+    except (AttributeError, TypeError):
+        return None
+    return float(per * tokens) if tokens else None
 
 
 # --------------------------------------------------------------------------- outputs

@@ -107,15 +107,23 @@ class Row:
     labels: list[str] | None = None
     examples: list[dict[str, str]] | None = None  # generation: the first test outputs
     collapsed: str = ""  # why the cell's model learned nothing (one class for everything ...)
+    cell: str = ""  # the cell's key: its run dir cells/<cell>/ (predictions.jsonl ...)
+    tokens: int = 0  # fine-tuning tokens (images) the loop consumed
+    flops: float | None = None  # ≈ fine-tuning FLOPs
+    recipe: str = ""  # the settings it trained with (lr, batch, length), `auto` decided
+    per_class: dict[str, float] | None = None  # test F1 per class (entity type)
 
     def as_dict(self) -> dict[str, Any]:
         row = {k: v for k, v in asdict(self).items() if k not in ("metrics", "confusion",
-                                                                   "labels", "examples")}
+                                                                   "labels", "examples",
+                                                                   "per_class")}
         row.update(self.metrics)
         if self.confusion is not None:
             row["confusion"], row["labels"] = self.confusion, self.labels
         if self.examples is not None:
             row["examples"] = self.examples
+        if self.per_class is not None:
+            row["per_class"] = self.per_class
         return row
 
 
@@ -271,15 +279,35 @@ def cell_run_info(cfg: Any, cell: Cell, ft: FinetuneConfig, out: Path) -> RunInf
     return RunInfo(cell.key, cfg.name, out, {**matrix, **flat_params(ft)})
 
 
+def recipe_line(ft: FinetuneConfig | None) -> str:
+    """The settings a cell trained with, in a few words (the report's hover shows them)."""
+    if ft is None:
+        return ""
+    t, o = ft.train, ft.optim
+    length = ([f"{t.max_steps} steps"] if t.max_steps else []) + \
+        ([f"{t.epochs:g} epochs"] if t.epochs else [])
+    bits = [f"lr {o.lr:g}" if isinstance(o.lr, float) else f"lr {o.lr}",
+            f"batch {t.batch_size}", *length[:1], f"weight decay {o.weight_decay:g}"]
+    if getattr(ft.task, "max_length", None):
+        bits.append(f"max length {ft.task.max_length}")
+    return ", ".join(bits)
+
+
 def result_row(cell: Cell, result: FinetuneResult, labels: list[str]) -> Row:
     m = result.metrics
     confusion = m.get("confusion_matrix")  # the report draws the best run's matrix per start
+    per = m.get("per_class")
+    per_class = {str(k): float(v["f1"]) for k, v in per.items()
+                 if isinstance(v, dict) and v.get("f1") is not None} \
+        if isinstance(per, dict) else None
     return Row(cell.task, cell.start, cell.strategy, _row_budget(cell, result.train_examples),
                cell.budget_label, cell.seed, seconds=round(result.seconds, 2),
                train_examples=result.train_examples, trainable_params=result.trainable_params,
                metrics={k: v for k, v in m.items() if isinstance(v, int | float | str)},
                confusion=confusion, labels=labels if confusion is not None else None,
-               examples=m.get("examples"), collapsed=result.collapsed or "")
+               examples=m.get("examples"), collapsed=result.collapsed or "", cell=cell.key,
+               tokens=result.tokens, flops=result.flops, recipe=recipe_line(result.config),
+               per_class=per_class or None)
 
 
 def _failed(cell: Cell, error: str, t0: float) -> Row:
@@ -287,7 +315,7 @@ def _failed(cell: Cell, error: str, t0: float) -> Row:
         else -1
     return Row(cell.task, cell.start, cell.strategy, budget, cell.budget_label, cell.seed,
                status="failed", error=error.splitlines()[0][:300],
-               seconds=round(time.perf_counter() - t0, 2))
+               seconds=round(time.perf_counter() - t0, 2), cell=cell.key)
 
 
 def _row_budget(cell: Cell, train_examples: int) -> int:

@@ -185,6 +185,18 @@ class TaskKind:
         """One-line warnings about this model for this run (printed before training)."""
         return []
 
+    # ------------------------------------------------------------------ per-example results
+
+    def example_records(self, task: Any, split: Any, outputs: Any) -> list[dict[str, Any]]:
+        """Per example of ``split``: {text, true, pred, p, score} (``pretune.evaluate.examples``:
+        what ``predictions.jsonl`` holds); [] when the kind keeps none."""
+        return []
+
+    def trivial(self, task: Any) -> tuple[str, Any] | None:
+        """(name, test outputs) of the baseline that learns nothing (the majority class, all-O,
+        copying the input): the line a report draws under every curve. None: no such line."""
+        return None
+
     # ------------------------------------------------------------------ sklearn probe
 
     def load_encoder(self, cfg: FinetuneConfig, task: Any, start: Start) -> Loaded:

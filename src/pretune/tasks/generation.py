@@ -50,7 +50,8 @@ from pretune.data.pairs import (
     task_name,
 )
 from pretune.errors import PretuneError
-from pretune.evaluate.metrics import generation_metrics
+from pretune.evaluate.examples import cut
+from pretune.evaluate.metrics import generation_metrics, rouge_l_each
 from pretune.models.archs import objective_for
 from pretune.models.generate import (
     generate_texts,
@@ -206,6 +207,22 @@ class Generation(TaskKind):
         out["examples"] = [{"input": head_text(s), "target": t, "generated": g} for s, t, g in
                            zip(split.sources[:N_EXAMPLES], split.targets, texts, strict=False)]
         return out
+
+    def example_records(self, task: GenTask, split: GenSplit, outputs: np.ndarray
+                        ) -> list[dict[str, Any]]:
+        texts = [str(o["text"]) for o in outputs]
+        scores = rouge_l_each(list(split.targets), texts)
+        return [{"text": head_text(s, 300), "true": cut(t, 1000), "pred": cut(g, 1000),
+                 "p": None, "score": r}
+                for s, t, g, r in zip(split.sources, split.targets, texts, scores, strict=True)]
+
+    def trivial(self, task: GenTask) -> tuple[str, np.ndarray]:
+        """Copying the input: what a summary or headline must beat to say anything."""
+        out = np.empty(len(task.test), dtype=object)
+        for i, s in enumerate(task.test.sources):
+            text = s if isinstance(s, str) else (s[-1]["content"] if s else "")
+            out[i] = {"text": text, "nll": 0.0, "tokens": 0, "skipped": False}
+        return "copy input", out
 
     def metric_names(self, task: GenTask) -> set[str]:
         return {"rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "gen_words",

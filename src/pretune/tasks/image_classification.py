@@ -32,6 +32,7 @@ from pretune.data.images import (
     standardize,
 )
 from pretune.errors import PretuneError
+from pretune.evaluate.examples import label_records, majority_outputs
 from pretune.evaluate.metrics import classification_metrics
 from pretune.models.start import Start
 from pretune.models.vision import (
@@ -146,6 +147,15 @@ class ImageClassification(TaskKind):
 
     def metrics(self, task: ImageTask, split: ImageSet, outputs: np.ndarray) -> dict[str, Any]:
         return classification_metrics(split.y, outputs, task.labels)
+
+    def example_records(self, task: ImageTask, split: ImageSet, outputs: np.ndarray
+                        ) -> list[dict[str, Any]]:
+        return label_records([f"test image #{i}" for i in range(len(split))], split.labels,
+                             outputs, task.labels, "single_label")
+
+    def trivial(self, task: ImageTask) -> tuple[str, np.ndarray]:
+        return majority_outputs("single_label", task.train.labels, len(task.labels),
+                                len(task.test))
 
     def val_metrics(self, task: ImageTask, split: ImageSet, outputs: np.ndarray
                     ) -> dict[str, float]:

@@ -35,6 +35,7 @@ from pretune.data.labeled import (
 from pretune.data.rows import read_rows
 from pretune.data.split_ids import run_record, same_source, text_hash
 from pretune.errors import PretuneError
+from pretune.evaluate.examples import label_records, majority_outputs
 from pretune.evaluate.metrics import default_metric, task_metrics
 from pretune.models.backbone import Backbone, unwrap
 from pretune.models.probe_head import load_probe
@@ -137,6 +138,15 @@ class TextClassification(TaskKind):
 
     def metrics(self, task: LabeledTask, split: Split, outputs: np.ndarray) -> dict[str, Any]:
         return task_metrics(task.type, split.labels, outputs, task.labels)
+
+    def example_records(self, task: LabeledTask, split: Split, outputs: np.ndarray
+                        ) -> list[dict[str, Any]]:
+        texts = split.texts if split.pairs is None else \
+            [f"{a} / {b}" for a, b in zip(split.texts, split.pairs, strict=True)]
+        return label_records(texts, split.labels, outputs, task.labels, task.type)
+
+    def trivial(self, task: LabeledTask) -> tuple[str, np.ndarray]:
+        return majority_outputs(task.type, task.train.labels, len(task.labels), len(task.test))
 
     # ------------------------------------------------------------------ model
 

@@ -36,6 +36,7 @@ from pretune.data.tags import (
     text_tokens,
 )
 from pretune.errors import PretuneError
+from pretune.evaluate.examples import bio_entities, cut
 from pretune.evaluate.metrics import tagging_metrics
 from pretune.models.registry import load_model, load_tokenizer_for
 from pretune.models.start import Start
@@ -157,6 +158,27 @@ class TokenClassification(TaskKind):
         pred = [[task.labels[int(j)] for j in np.argmax(p, axis=1)] if len(p) else []
                 for p in outputs]
         return tagging_metrics(split.tags, pred)
+
+    def example_records(self, task: TagTask, split: TagSplit, outputs: np.ndarray
+                        ) -> list[dict[str, Any]]:
+        """Per sentence: its entities, gold and predicted; score 1 when they are the same."""
+        join = "" if task.char_level else " "
+        recs = []
+        for toks, gold, p in zip(split.tokens, split.tags, outputs, strict=True):
+            pred = [task.labels[int(j)] for j in np.argmax(p, axis=1)] if len(p) else []
+            want, got = bio_entities(toks, gold, join), bio_entities(toks, pred, join)
+            recs.append({"text": cut(join.join(toks)), "true": "; ".join(want) or "(none)",
+                         "pred": "; ".join(got) or "(none)", "p": None,
+                         "score": float(want == got)})
+        return recs
+
+    def trivial(self, task: TagTask) -> tuple[str, np.ndarray]:
+        o = task.labels.index("O")
+        out = np.empty(len(task.test), dtype=object)
+        for i, toks in enumerate(task.test.tokens):
+            out[i] = np.zeros((len(toks), task.num_labels))
+            out[i][:, o] = 1.0
+        return "all-O", out
 
     def metric_names(self, task: TagTask) -> set[str]:
         return {"f1", "precision", "recall", "macro_f1", "token_accuracy", "entities"}
