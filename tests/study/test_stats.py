@@ -12,12 +12,11 @@ from pretune.study.stats import (
     bootstrap_ci,
     labels_saved,
     paired_comparison,
-    rank_comparisons,
     sign_flip_pvalue,
     summarize,
     summary_table,
-    verdict,
 )
+from pretune.study.verdicts import rank_comparisons, verdict
 
 
 def row(start, seed, value, *, budget=128, strategy="full", task="rt", metric="macro_f1",
@@ -168,7 +167,8 @@ def test_verdict_significant_improvement_with_labels_worth():
     d = np.subtract(a, b) * 100
     assert text.startswith("Pre-training on news improved macro-F1 on rt by "
                            f"+{d.mean():.1f} ± {d.std(ddof=1):.1f} points (95% CI [")
-    assert "at 128 labels" in text and "(p = 0.031, n = 6 seeds)" in text
+    dz = d.mean() / d.std(ddof=1)  # paired Cohen's d
+    assert "at 128 labels" in text and f"(p = 0.031, d_z = {dz:.2f}, n = 6 seeds)" in text
     assert text.endswith("; worth ≈ 300 labels.")
 
 

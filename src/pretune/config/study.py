@@ -59,6 +59,10 @@ class MatrixConfig(Section):
     # want one recipe, e.g. {peoples-daily-ner: {optim: {lr: 1.0e-3}, train: {epochs: 6}}}.
     task_finetune: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retries: int = Field(1, ge=0)  # retries of a crashed cell before it is reported failed
+    # Multiple comparisons: every p-value of the report is corrected over all its comparisons
+    # (holm: Holm-Bonferroni, the chance of any false claim; bh: Benjamini-Hochberg, the
+    # expected share of false claims; none). Verdicts use the corrected p.
+    correction: Literal["holm", "bh", "none"] = "holm"
 
 
 class StudyConfig(MatrixConfig):

@@ -180,6 +180,7 @@ def paired_comparison(rows: Iterable[dict], metric: str, baseline: str = "scratc
             "ci_low": None, "ci_high": None, "p_perm": None, "p_perm_method": None,
             "p_ttest": None, "t_stat": None, "min_p": smallest_p(len(seeds)), "reason": None,
             "start_mean": None, "baseline_mean": None, "p": None, "p_method": None,
+            "d_z": None, "p_adj": None, "p_adj_method": None, "family": None,
         }
         out.append(res)
         if not seeds:
@@ -196,7 +197,7 @@ def paired_comparison(rows: Iterable[dict], metric: str, baseline: str = "scratc
         lo, hi = bootstrap_ci(d)
         p_perm, method = sign_flip_pvalue(d)
         res.update(std_diff=float(d.std(ddof=1)), ci_low=lo, ci_high=hi, p_perm=p_perm,
-                   p_perm_method=method)
+                   p_perm_method=method, d_z=effect_size(d))
         if np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):  # equal up to round-off
             res["reason"] = "identical differences on every seed: t-test undefined"
         else:
@@ -264,10 +265,10 @@ def labels_saved(rows: Iterable[dict], metric: str, start: str, baseline: str = 
         }
         at_b = _interp_log(base, b)
         if at_b is None:
-            p["text"] = f"at {_budget_words(b, label)}: {baseline} was not measured around it"
+            p["text"] = f"at {budget_words(b, label)}: {baseline} was not measured around it"
         elif score <= at_b:
             p.update(baseline_score=sign * at_b, status="none", labels_saved=0, ratio=1.0)
-            p["text"] = f"at {_budget_words(b, label)}: none ({start} is not better)"
+            p["text"] = f"at {budget_words(b, label)}: none ({start} is not better)"
         else:
             p["baseline_score"] = sign * at_b
             b2 = _crossing(base, b, at_b, score)
@@ -275,15 +276,15 @@ def labels_saved(rows: Iterable[dict], metric: str, start: str, baseline: str = 
                 top = max(bi for bi, _ in base)
                 p.update(status="not_reached", more_than=top - b, equivalent_more_than=top)
                 if top > b:
-                    p["text"] = (f"at {_budget_words(b, label)}: worth more than {top - b:,} "
+                    p["text"] = (f"at {budget_words(b, label)}: worth more than {top - b:,} "
                                  f"labels ({baseline} needs more than {top:,}, not reached)")
                 else:  # b is the largest budget measured: nothing to extrapolate to
-                    p["text"] = (f"at {_budget_words(b, label)}: {baseline} does not reach it "
+                    p["text"] = (f"at {budget_words(b, label)}: {baseline} does not reach it "
                                  "within the measured budgets (not reached)")
             else:
                 p.update(status="saved", equivalent_budget=round(b2), labels_saved=round(b2 - b),
                          ratio=b2 / b)
-                p["text"] = (f"at {_budget_words(b, label)}: worth ≈ {round(b2 - b):,} labels "
+                p["text"] = (f"at {budget_words(b, label)}: worth ≈ {round(b2 - b):,} labels "
                              f"({baseline} needs ≈ {round(b2):,}, {b2 / b:.1f}×)")
         points.append(p)
     who = f"{start} vs {baseline} ({strategy_words(strategy)}, {metric_name(metric)}, {task})"
@@ -299,126 +300,67 @@ def strategy_words(strategy: str) -> str:
     return STRATEGY_NAMES.get(strategy, strategy)
 
 
-def _budget_words(budget: int, label: str | None) -> str:
+def budget_words(budget: int, label: str | None) -> str:
     if label == "all":
         return f"all {budget:,} labels"
     return "zero-shot (no labels)" if budget <= 0 else f"{budget:,} labels"
 
 
-def format_p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    if p < 0.001:
-        return "< 0.001"
-    return f"{p:.2f}" if p >= 0.1 else f"{p:.2g}"
+def effect_size(d: np.ndarray) -> float | None:
+    """Paired Cohen's d_z: mean / std (ddof=1) of the paired differences; None when they do
+    not vary (no spread to standardise by)."""
+    sd = float(d.std(ddof=1)) if len(d) >= 2 else 0.0
+    return float(d.mean() / sd) if sd > 1e-12 * max(1.0, float(np.abs(d).max())) else None
 
 
-def p_phrase(p: float | None) -> str:
-    """"p = 0.03" or "p < 0.001"."""
-    txt = format_p(p)
-    return f"p {txt}" if txt.startswith("<") else f"p = {txt}"
+def adjust_pvalues(ps: list[float], method: str) -> list[float]:
+    """p-values corrected over their family: ``holm`` (Holm-Bonferroni step-down: controls
+    the chance of any false claim) or ``bh`` (Benjamini-Hochberg, scipy: the expected share
+    of false claims); ``none`` leaves them."""
+    if method == "none" or not ps:
+        return list(ps)
+    if method == "bh":
+        return [float(v) for v in sps.false_discovery_control(np.asarray(ps), method="bh")]
+    m = len(ps)
+    order = np.argsort(ps, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):  # (m - rank) * p_(rank), made monotone, capped at 1
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        adj[i] = running
+    return [float(v) for v in adj]
+
+
+def correct(comparisons: list[dict], method: str = "holm") -> list[dict]:
+    """Set ``p_adj`` (and ``p_adj_method``, ``family``: how many were tested) on every
+    comparison with a p-value, correcting over all of them (one report = one family)."""
+    tested = [c for c in comparisons if c.get("p") is not None]
+    for c, q in zip(tested, adjust_pvalues([c["p"] for c in tested], method), strict=True):
+        c.update(p_adj=q if method != "none" else None,
+                 p_adj_method=method if method != "none" else None, family=len(tested))
+    return comparisons
 
 
 def is_significant(c: dict) -> bool:
-    """Headline p < 0.05 AND the bootstrap CI of the paired difference excludes 0."""
-    if c.get("p") is None or c.get("ci_low") is None:
+    """Headline p < 0.05 (after correction, when the report corrected) AND the bootstrap CI
+    of the paired difference excludes 0."""
+    p = c.get("p_adj") if c.get("p_adj") is not None else c.get("p")
+    if p is None or c.get("ci_low") is None:
         return False
-    return c["p"] < ALPHA and (c["ci_low"] > 0 or c["ci_high"] < 0)
+    return p < ALPHA and (c["ci_low"] > 0 or c["ci_high"] < 0)
 
 
-def _subject(start: str, corpus: str | None) -> str:
-    on = f" on {corpus}" if corpus else ""
-    variant = start.startswith("pretrained-") and f" ({start.removeprefix('pretrained-')})"
-    if start == "pretrained" or variant:
-        return f"Pre-training{variant or ''}{on}"
-    return f"Continued pre-training{on}" if start == "continued" else f"Starting from {start}"
-
-
-def _amount(x: float, metric: str, signed: bool = True) -> str:
-    if metric_scale(metric) != 1.0:
-        v = x * metric_scale(metric)
-        return f"{v:+.1f}" if signed else f"{v:.1f}"
-    return f"{x:+.4g}" if signed else f"{x:.4g}"
-
-
-def _unit(metric: str) -> str:
-    return " points" if metric_scale(metric) != 1.0 else ""
-
-
-def verdict(comparison: dict, *, corpus: str | None = None, labels: dict | None = None) -> str:
-    """One honest sentence for a ``paired_comparison`` row.
-
-    Significant (permutation p < 0.05 and CI excluding 0): "improved"/"hurt ... by +X.X ± Y.Y
-    points (95% CI [a, b]) ... (p = ..., n = ... seeds)"; ± is the std of the paired
-    differences across seeds. Otherwise "no significant difference", or, when even a perfect
-    result could not reach p < 0.05 with this many seeds, "too few seeds for significance".
-    ``labels`` (a ``labels_saved`` result) adds "worth ≈ N labels" for this budget.
-    """
-    c, metric = comparison, comparison["metric"]
-    subj = _subject(c["start"], corpus)
-    what = f"{metric_name(metric)} on {c['task']}"
-    vs = "training from scratch" if c["baseline"] == "scratch" else c["baseline"]
-    where = (f"at {_budget_words(c['budget'], c['budget_label'])} "
-             f"with {strategy_words(c['strategy'])}")
-    n = c["n"]
-    if c["mean_diff"] is None:
-        return f"{subj}: no comparison with {vs} for {what} {where} ({c['reason']})."
-    unit = _unit(metric)
-    diff = _amount(c["mean_diff"], metric)
-    if n < 2:
-        return (f"{subj}: {what} {where} differs from {vs} by {diff}{unit} on a single seed; "
-                f"too few seeds to test (n = 1).")
-    spread = f"{diff} ± {_amount(c['std_diff'], metric, signed=False)}{unit}"
-    ci = (f"95% CI [{_amount(c['ci_low'], metric, False)}, "
-          f"{_amount(c['ci_high'], metric, False)}]")
-    test = "" if c["p_method"] == "sign-flip" else f"{c['p_method']} "
-    stats_txt = f"{test}{p_phrase(c['p'])}, n = {n} seeds"
-    if is_significant(c):
-        better = (c["mean_diff"] < 0) if metric in LOWER_IS_BETTER else (c["mean_diff"] > 0)
-        verb = "improved" if better else "hurt"
-        if not better:  # "hurt ... by 3.1 points", not "by -3.1"
-            spread = spread.lstrip("+-")
-        text = f"{subj} {verb} {what} by {spread} ({ci}) vs {vs} {where} ({stats_txt})"
-        worth = _worth(labels, c["budget"]) if better else None
-        return text + (f"; {worth}." if worth else ".")
-    if c["min_p"] >= ALPHA and c["p_method"] == "sign-flip":
-        return (f"{subj} changed {what} by {spread} ({ci}) vs {vs} {where} ({stats_txt}): "
-                f"too few seeds for significance: the smallest possible p with {n} seeds is "
-                f"{format_p(c['min_p'])}.")
-    why = "" if c["ci_low"] > 0 or c["ci_high"] < 0 else "; the CI spans 0"
-    return (f"{subj}: no significant difference ({test}{p_phrase(c['p'])}{why}) in {what} "
-            f"vs {vs} {where}: Δ = {spread} ({ci}, n = {n} seeds).")
-
-
-def _worth(labels: dict | None, budget: int) -> str | None:
-    if not labels:
-        return None
-    for p in labels.get("points", []):
-        if p["budget"] != budget:
-            continue
-        if p["status"] == "saved":
-            return f"worth ≈ {p['labels_saved']:,} labels"
-        if p["status"] == "not_reached" and p["more_than"] > 0:
-            return f"worth more than {p['more_than']:,} labels (not reached)"
-    return None
-
-
-def rank_comparisons(comparisons: list[dict]) -> list[dict]:
-    """Most informative first: significant ones, then smallest p, then largest |Δ|."""
-    def key(c: dict) -> tuple:
-        p = c["p"] if c["p"] is not None else 2.0
-        return (not is_significant(c), p, -abs(c["mean_diff"] or 0.0))
-    return sorted(comparisons, key=key)
-
-
-def summary_table(rows: Iterable[dict], metric: str, baseline: str = "scratch") -> list[dict]:
-    """``summarize`` joined with the paired comparison vs ``baseline`` and labels saved.
+def summary_table(rows: Iterable[dict], metric: str, baseline: str = "scratch",
+                  comparisons: list[dict] | None = None) -> list[dict]:
+    """``summarize`` joined with the paired comparison vs ``baseline`` (``comparisons``: the
+    report's, corrected for multiplicity; else computed here) and labels saved.
 
     One dict per (task, start, strategy, budget); the rows of summary.csv and the report table.
     """
     rows = normalize_budgets(rows)
-    comp = {(c["task"], c["start"], c["strategy"], c["budget"]): c
-            for c in paired_comparison(rows, metric, baseline)}
+    if comparisons is None:
+        comparisons = paired_comparison(rows, metric, baseline)
+    comp = {(c["task"], c["start"], c["strategy"], c["budget"]): c for c in comparisons}
     saved: dict[tuple, dict] = {}
     for task, start, strategy in sorted({(c[0], c[1], c[2]) for c in comp}):
         res = labels_saved(rows, metric, start, baseline, task=task, strategy=strategy)
@@ -440,6 +382,8 @@ def summary_table(rows: Iterable[dict], metric: str, baseline: str = "scratch") 
             "delta_ci_low": c["ci_low"] if c else None, "delta_ci_high": c["ci_high"] if c else None,
             "p": c["p"] if c else None, "p_method": c["p_method"] if c else None,
             "p_perm": c["p_perm"] if c else None, "p_ttest": c["p_ttest"] if c else None,
+            "p_adj": c["p_adj"] if c else None, "p_adj_method": c["p_adj_method"] if c else None,
+            "d_z": c["d_z"] if c else None,
             "n_paired": c["n"] if c else None, "significant": is_significant(c) if c else None,
             "labels_saved": p["labels_saved"] if p else None,
             "labels_saved_ratio": p["ratio"] if p else None,
