@@ -163,6 +163,19 @@ def study(*args: str, overwrite: bool = False) -> None:
     run(cfg, overwrite=overwrite)
 
 
+def compare(*studies: str, output: str = "") -> None:
+    """Lay two or more studies side by side in one report (e.g. a quick and a longer run).
+
+    STUDIES: study directories (runs/<name>) with their report.json. Writes report.html and
+    report.md (+ plots/) to --output, default runs/compare-<a>-vs-<b>: what differs in their
+    configs, per shared task every study's curves on one plot, and a table of the headline
+    comparisons (Δ, corrected p, d_z) with one column per study.
+    """
+    from pretune.study.compare import compare as run
+
+    run(list(studies), output or None)
+
+
 def pretrain_images(*args: str, resume: bool = False, overwrite: bool = False) -> None:
     """Pre-train an image model (ResNet/ViT from transformers): supervised or SimCLR.
 
@@ -242,7 +255,7 @@ def install_data(force: bool = False) -> None:
 
 
 COMMANDS: list[Callable[..., None]] = [
-    prepare, pretrain, finetune, evaluate, predict, generate, study, sweep,
+    prepare, pretrain, finetune, evaluate, predict, generate, study, compare, sweep,
     pretrain_images, finetune_images, install_data,
 ]
 
@@ -258,6 +271,7 @@ FLAG_HELP: dict[str | tuple[str, str], str] = {
     "force": "reinstall packages that are already installed",
     "output": "the output file",
     ("generate", "output"): "write JSONL here (default: stdout)",
+    ("compare", "output"): "the report directory (default: runs/compare-<a>-vs-<b>)",
 }
 
 
@@ -268,6 +282,7 @@ ARG_HELP = {
     "model": "a generation model directory or builtin:smollm2",
     "data": "labeled data: a file, an image folder / .npz, or builtin:<task>",
     "input": "the input file (or - for stdin where the command says so)",
+    "studies": "two or more study directories (runs/<name>)",
 }
 
 

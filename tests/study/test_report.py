@@ -77,9 +77,28 @@ def report(tmp_path_factory):
         out, name="synthetic <study>", results=synthetic_results(), metric="macro_f1",
         pretrain=pretrain, probes=probes, contamination=contamination, compute=compute,
         config_yaml="name: synthetic\nbudgets: [32, all]\n",
-        notes=["seeds are made up", "<script>alert(1)</script>"],
+        notes=["seeds are made up", "<script>alert(1)</script>"], correction="none",
     )
     return paths
+
+
+def test_holm_correction_decides_the_verdicts(tmp_path):
+    """Over the 16 comparisons of the synthetic study, Holm lifts p = 0.015 (the headline of
+    the uncorrected report) to 16 x 0.015 - the verdicts say so and stop calling it an
+    improvement; the table shows raw and corrected p side by side."""
+    paths = write_report(tmp_path, name="holm", results=synthetic_results(), metric="macro_f1")
+    md = paths["md"].read_text()
+    verdicts = md.split("## Task:")[0]
+    assert "Holm-Bonferroni over all 16 comparisons" in verdicts
+    assert "improved" not in verdicts
+    assert ("(paired t-test p = 0.015, Holm-adjusted p = 0.18 over 16 comparisons, d_z = "
+            in verdicts) and "not significant after correcting for 16 comparisons" in verdicts
+    with paths["summary"].open() as f:
+        rows = list(csv.DictReader(f))
+    tested = [r for r in rows if r["p"]]
+    assert len(tested) == 16 and all(float(r["p_adj"]) >= float(r["p"]) for r in tested)
+    assert all(r["p_adj_method"] == "holm" for r in tested)
+    assert "| p | p (Holm) | d_z |" in md
 
 
 def test_files_written(report):
@@ -131,7 +150,7 @@ def test_markdown_verdicts_first_then_tables(report):
     assert "Starting from builtin:minilm" in verdict_part
     # 3 seeds: the sign-flip test can't go below 0.25, so the headline p is the paired t-test
     assert "improved macro-F1 on rotten-tomatoes by +8.0 ± 1.7 points" in verdict_part
-    assert "(paired t-test p = 0.015, n = 3 seeds)" in verdict_part
+    assert "(paired t-test p = 0.015, d_z = 4.62, n = 3 seeds)" in verdict_part
     vals = [value("rotten-tomatoes", "pretrained", "full", 0, s) for s in range(3)]
     mean, sd = statistics.mean(vals) * 100, statistics.stdev(vals) * 100
     assert f"| pretrained | full | 32 | 3 | {mean:.1f} ± {sd:.1f} [" in md
@@ -152,17 +171,18 @@ def test_html_sections_escaping_and_self_contained(report):
     # Verdicts come before the first task section.
     assert html.index("paired t-test p = 0.015") < html.index("Task: rotten-tomatoes")
     # User strings are escaped; nothing executable or external.
-    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    # the one script is ours (the plots' hover tips): the note's script is text
+    assert html.count("<script") == 1 and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "NaN loss &lt;at step 7&gt;" in html
     assert not re.search(r"https?:", html) and "<link" not in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(?!data:image/png;base64,)[a-z]+:""", html)
-    n_img = html.count('src="data:image/png;base64,')
-    assert n_img == 2 + 2 + 6 + 1  # efficiency x2, loss + probes, confusion x6, compute
+    # every plot inline SVG: efficiency x2, loss + probes, confusion x6, compute
+    assert html.count('class="plot"') == html.count("<svg") == 2 + 2 + 6 + 1
     # Contamination: the leaked task is flagged in red, the clean one is not.
     flagged = re.findall(r'<tr class="flag"><td>([^<]+)</td>', html)
     assert flagged == ["rotten-tomatoes"]
     assert "<pre>name: synthetic\nbudgets: [32, all]\n</pre>" in html
-    assert "40,960" in html and "3.2e+12" in html  # pre-training tokens and FLOPs
+    assert "41k" in html and "3.2 TFLOP" in html  # pre-training tokens and FLOPs, human units
 
 
 def test_missing_metric_is_a_user_error(tmp_path):

@@ -1,80 +1,133 @@
-"""Render report.html in headless Chromium: it must open offline and show the verdicts."""
+"""Render real study reports in headless Chromium (1400 px wide), driven by Playwright: the
+page opens offline and reads as a researcher would need it to."""
 
 from __future__ import annotations
 
-import subprocess
-import zlib
+import re
 from pathlib import Path
 
 import pytest
 
-from pretune.study.report import write_report
+from pretune.study.compare import compare
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+playwright = pytest.importorskip("playwright.sync_api", reason="needs playwright (dev extra)")
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"),
 ]
+PLOT = "eff-rotten-tomatoes"
 
 
-def _rows():
-    rows = []
-    for start, gain in (("scratch", 0.0), ("pretrained", 0.06)):
-        for budget, label, base in ((32, "32", 0.55), (300, "all", 0.72)):
-            for seed in range(3):
-                noise = 0.01 * ((seed * 5 + 3 * (start == "scratch")) % 4)
-                v = base + gain * (1 if budget == 32 else 0.3) + noise
-                rows.append({"task": "rotten-tomatoes", "start": start, "strategy": "full",
-                             "budget": budget, "budget_label": label, "seed": seed,
-                             "status": "ok", "error": None, "seconds": 2.0,
-                             "train_examples": budget, "trainable_params": 5000,
-                             "macro_f1": round(v, 4), "confusion": [[20, 5], [6, 19]],
-                             "labels": ["fresh", "rotten"]})
-    return rows
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        yield b
+        b.close()
 
 
-def _png_pixels(path: Path) -> tuple[int, int, set[bytes]]:
-    """Width, height and a sample of distinct pixel rows of a PNG (stdlib only)."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width, height = 8, b"", 0, 0
-    while pos < len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            width, height = int.from_bytes(body[:4], "big"), int.from_bytes(body[4:8], "big")
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    stride = len(raw) // height  # filter byte + pixels
-    # Distinct scanlines (filtered bytes): a blank page compresses to one or two patterns.
-    lines = {raw[i * stride + 1 : (i + 1) * stride] for i in range(0, height, 7)}
-    return width, height, lines
+@pytest.fixture
+def page(browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    requests: list[str] = []
+    pg.on("request", lambda r: requests.append(r.url))
+    yield pg, requests
+    pg.close()
 
 
-def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+def _open(pg, path: Path) -> None:
+    pg.goto(path.resolve().as_uri())
+    pg.wait_for_load_state("load")
 
 
-def test_report_renders_headless(tmp_path):
-    paths = write_report(tmp_path / "study", name="browser check", results=_rows(),
-                         metric="macro_f1", compute=[{"phase": "pretrain", "tokens": 1000,
-                                                      "seconds": 4.0, "flops": 1e9}],
-                         config_yaml="name: browser-check\n", notes=["rendered offline"])
-    url = paths["html"].resolve().as_uri()
-    shot = tmp_path / "shot.png"
-    proc = _chromium(f"--screenshot={shot}", "--window-size=1200,3000", url,
-                     profile=tmp_path / "profile")
-    assert shot.is_file(), proc.stderr[-2000:]
-    width, height, lines = _png_pixels(shot)
-    assert (width, height) == (1200, 3000)
-    assert len(lines) > 20, "screenshot looks blank"
-    dom = _chromium("--dump-dom", url, profile=tmp_path / "profile2").stdout
-    assert "browser check" in dom
-    assert "macro-F1 on rotten-tomatoes" in dom and "Pre-training" in dom
-    assert "paired t-test p = " in dom
+def test_report_plot_baseline_legend_scale_and_hover(page, tiny_studies, tmp_path):
+    pg, requests = page
+    _open(pg, tiny_studies[0] / "report.html")
+    assert requests == [tiny_studies[0].joinpath("report.html").resolve().as_uri()]  # offline
+    pg.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    assert (tmp_path / "report.png").stat().st_size > 20_000
+
+    # the trivial baseline: a dashed line with its label, named in the legend
+    assert pg.locator(f"#{PLOT}-baseline").count() == 1
+    label = pg.locator(f"#{PLOT}-baseline-label").text_content().strip()
+    assert label.startswith("majority class: ")
+    assert "majority class baseline" in pg.locator(f"#{PLOT}-legend").text_content()
+
+    # the plot spans the content width, and the legend sits outside the data area
+    area = pg.locator(f"#{PLOT}-area").bounding_box()
+    legend = pg.locator(f"#{PLOT}-legend").bounding_box()
+    svg = pg.locator(f"svg:has(#{PLOT}-area)").bounding_box()
+    content = pg.locator("section").first.bounding_box()
+    assert svg["width"] >= 0.95 * content["width"] and svg["width"] > 900
+    assert legend["x"] >= area["x"] + area["width"] or \
+        legend["y"] >= area["y"] + area["height"], (legend, area)
+
+    # one scale: the verdict says ×100, and no score cell (nor probe score) is a fraction
+    assert "×100 (points)" in pg.locator("#verdict").inner_text()
+    cells = pg.evaluate("""() => {
+        const out = [];
+        for (const t of document.querySelectorAll('table')) {
+            const heads = [...t.querySelectorAll('th')].map(h => h.textContent);
+            heads.forEach((h, i) => {
+                if (/macro-F1: mean|probe macro-F1|^(scratch|pretrained)$/.test(h))
+                    t.querySelectorAll('tr').forEach(r => {
+                        const c = r.children[i];
+                        if (c && c.tagName === 'TD') out.push(c.textContent);
+                    });
+            });
+        }
+        return out;
+    }""")
+    assert len(cells) > 10
+    bad = [c for c in cells if re.match(r"^-?0\.\d{2,}", c)]  # ×100 shows one decimal
+    assert not bad, bad
+
+    # corrected p-values beside the raw ones, in the verdicts and the table
+    verdicts = pg.locator("#verdict").inner_text()
+    assert "Holm-Bonferroni over all" in verdicts
+    assert pg.locator("th", has_text="p (Holm)").count() >= 1
+
+    # hovering a data point shows its mean ± CI, n and the cell's settings
+    pt = pg.locator(f"#{PLOT}-pt-0-0")
+    pt.scroll_into_view_if_needed()
+    box = pt.bounding_box()
+    pg.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    tip = pg.locator("#tip")
+    tip.wait_for(state="visible", timeout=5000)
+    text = tip.inner_text()
+    assert "±" in text and "95% CI" in text and "n = 2 seeds" in text and "lr " in text
+
+
+def test_changed_answers_list_the_saved_examples(page, tiny_studies):
+    import json
+
+    from pretune.evaluate.examples import PREDICTIONS, read_predictions
+
+    pg, _ = page
+    out = tiny_studies[0]
+    _open(pg, out / "report.html")
+    section = pg.locator("#where_pre-training_changed_the_answer")
+    assert section.count() == 1
+    texts = {x["text"] for r in json.loads((out / "report.json").read_text())["results"]
+             for x in read_predictions(out / "cells" / r["cell"] / PREDICTIONS)}
+    shown = section.locator("table:has(th:text-is('example')) td:nth-child(2)").all_inner_texts()
+    assert "exact McNemar test" in section.inner_text()
+    assert all(s in texts for s in shown)
+    if "is right where scratch is wrong on 0 " not in section.inner_text():
+        assert shown, "examples that changed must be listed"
+
+
+def test_compare_page_shows_both_studies(page, tiny_studies, tmp_path):
+    pg, requests = page
+    out = compare(list(tiny_studies), tmp_path / "cmp")
+    _open(pg, out / "report.html")
+    assert len(requests) == 1
+    legend = pg.locator(f"#{PLOT}-legend").text_content()
+    assert "tiny: pretrained" in legend and "tiny-short: pretrained" in legend
+    head = pg.locator("#task_rotten-tomatoes table").inner_text()
+    assert "tiny" in head and "tiny-short" in head
+    assert "pretrain.train.max_steps" in pg.locator("#what_differs_in_their_configs").inner_text()

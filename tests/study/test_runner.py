@@ -11,35 +11,12 @@ from pretune.config import StudyConfig, load_config
 from pretune.errors import PretuneError
 from pretune.study.runner import plan_cells, run_study, start_finetune
 
-TINY = """
-name: tiny
-prepare:
-  max_docs: 120
-  tokenizer: {vocab_size: 600}
-pretrain:
-  model: {name: bert-tiny, overrides: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}}
-  seq_len: 32
-  train: {max_steps: 6, batch_size: 8, save_every: 3, eval_every: 3, progress: false, tensorboard: false}
-tasks:
-  - {path: "builtin:rotten-tomatoes", test_size: 60, val_fraction: 0.05}
-starts: [scratch, pretrained]
-strategies:
-  - {name: linear-probe, sklearn: true}
-  - {name: full}
-  - {name: prompt}
-budgets: [16, 32]
-seeds: [0, 1]
-finetune:
-  train: {epochs: 1, batch_size: 8, min_steps: null}
-  task: {max_length: 32}
-"""
-
 
 @pytest.fixture
-def study_cfg(tmp_path, monkeypatch):
+def study_cfg(tmp_path, monkeypatch, tiny_study_yaml):
     monkeypatch.chdir(tmp_path)  # the config's relative output dirs land in tmp_path
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
+    path.write_text(tiny_study_yaml)
     return load_config(StudyConfig, path, [f"output_dir={tmp_path / 'runs'}",
                                            f"prepare.output_dir={tmp_path / 'data'}"])
 

@@ -1,16 +1,22 @@
 """The report's document model and its two renderings: sections of blocks (paragraphs,
-tables, images, lists, preformatted text) rendered to a self-contained HTML page (inline CSS,
-base64 PNG plots, every user string escaped, no script) and to Markdown with the plots beside
-it. Studies and sweeps both render through here."""
+tables, plots, lists, preformatted text) rendered to a self-contained HTML page and to
+Markdown with the plots beside it. Studies, sweeps and comparisons all render through here.
+
+The page opens offline and loads nothing: inline CSS, plots as inline SVG (text stays text;
+hovering a data point shows its mean ± CI, n and settings), every user string escaped, and
+one script of a few lines, ours, that shows those hover tips (a plain ``<title>`` tooltip
+still works with scripts off). No bundled chart library: inline SVG from matplotlib needs
+none, and keeps the page a few hundred kB."""
 
 from __future__ import annotations
 
-import base64
 import html
 import re
 from pathlib import Path
 
-Block = tuple  # ("p", text, cls) | ("table", headers, rows, classes) | ("img", file, png, alt) ...
+from pretune.study.plots import inline_svg
+
+Block = tuple  # ("p", text, cls) | ("table", headers, rows, classes) | ("fig", Plot) ...
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
@@ -23,10 +29,20 @@ th{background:#f0f3f6}tr.good td{background:#eaf7ea}tr.bad td{background:#fdecea
 tr.flag td{background:#fdecea;color:#b00020;font-weight:600}
 p.verdict{padding:8px 12px;border-left:5px solid #9aa5b1;background:#f6f8fa;margin:6px 0}
 p.good{border-color:#2e7d32}p.bad{border-color:#c62828}
-img{max-width:100%;border:1px solid #e3e7eb;margin:4px 8px 12px 0}
+svg.plot{border:1px solid #e3e7eb;margin:4px 8px 12px 0;background:#fff}
 pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:12px}
 .imgs{display:flex;flex-wrap:wrap;align-items:flex-start}
+.pt{cursor:pointer}#tip{position:fixed;display:none;max-width:420px;padding:6px 9px;
+background:#1d232a;color:#fff;font-size:12px;border-radius:4px;pointer-events:none;z-index:9}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
 """
+# Hover tips for the plots' data points (their text is in data-tip, escaped).
+SCRIPT = """(function(){var t=document.getElementById('tip');
+document.querySelectorAll('.pt').forEach(function(g){
+g.addEventListener('mouseenter',function(){t.textContent=g.dataset.tip;t.style.display='block';});
+g.addEventListener('mousemove',function(e){t.style.left=(e.clientX+14)+'px';
+t.style.top=(e.clientY+14)+'px';});
+g.addEventListener('mouseleave',function(){t.style.display='none';});});})();"""
 
 
 
@@ -38,9 +54,6 @@ def render_html(title: str, sections: list[tuple[str, list[Block]]]) -> str:
     e = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{e(title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
-
-    def img(png: bytes, alt: str) -> str:
-        return f'<img alt="{e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
     for head, blocks in sections:
         out.append(f'<section id="{slug(head.lower())}"><h2>{e(head)}</h2>')
@@ -62,14 +75,14 @@ def render_html(title: str, sections: list[tuple[str, list[Block]]]) -> str:
                     + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for i, r in enumerate(body))
                 out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
                            + f"</tr>{rows}</table>")
-            elif kind == "img":
-                out.append(img(b[2], b[3]))
-            elif kind == "imgs":
-                out.append('<div class="imgs">' + "".join(img(p, a) for _, p, a in b[1]) + "</div>")
+            elif kind == "fig":
+                out.append(inline_svg(b[1]))
+            elif kind == "figs":
+                out.append('<div class="imgs">' + "".join(inline_svg(p) for p in b[1]) + "</div>")
             elif kind == "pre":
                 out.append(f"<pre>{e(b[1])}</pre>")
         out.append("</section>")
-    out.append("</body></html>")
+    out.append(f'<div id="tip"></div><script>{SCRIPT}</script></body></html>')
     return "\n".join(out)
 
 
@@ -97,21 +110,21 @@ def render_md(title: str, sections: list[tuple[str, list[Block]]]) -> str:
                 out.append("|" + "---|" * len(headers))
                 out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
                 out.append("")
-            elif kind == "img":
-                out += [f"![{b[3]}](plots/{b[1]})", ""]
-            elif kind == "imgs":
-                out += [f"![{a}](plots/{f})" for f, _, a in b[1]] + [""]
+            elif kind == "fig":
+                out += [f"![{b[1].alt}](plots/{b[1].name}.png)", ""]
+            elif kind == "figs":
+                out += [f"![{p.alt}](plots/{p.name}.png)" for p in b[1]] + [""]
             elif kind == "pre":
                 out += ["```yaml", b[1].rstrip("\n"), "```", ""]
     return "\n".join(out)
 
 
-def write_pngs(plot_dir: Path, sections: list[tuple[str, list[Block]]]) -> None:
+def write_plots(plot_dir: Path, sections: list[tuple[str, list[Block]]]) -> None:
+    """Every plot of the report as plots/<name>.png, .svg and .pdf."""
     plot_dir.mkdir(parents=True, exist_ok=True)
     for _, blocks in sections:
         for b in blocks:
-            if b[0] == "img":
-                (plot_dir / b[1]).write_bytes(b[2])
-            elif b[0] == "imgs":
-                for f, png, _ in b[1]:
-                    (plot_dir / f).write_bytes(png)
+            for p in [b[1]] if b[0] == "fig" else b[1] if b[0] == "figs" else []:
+                (plot_dir / f"{p.name}.png").write_bytes(p.png)
+                (plot_dir / f"{p.name}.svg").write_text(p.svg, encoding="utf-8")
+                (plot_dir / f"{p.name}.pdf").write_bytes(p.pdf)

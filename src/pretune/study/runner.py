@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 from pretune.config import ImageStudyConfig, StudyConfig, dump_yaml
 from pretune.study.environment import environment
 from pretune.study.matrix import (
     Phase,
+    Setup,
     plan_cells,
     run_cells,
     start_finetune,
@@ -24,6 +26,8 @@ from pretune.study.matrix import (
 from pretune.study.phases import text_setup
 from pretune.study.report import write_report
 from pretune.study.vision import image_setup
+from pretune.tasks import get_kind
+from pretune.tasks.base import scalars
 from pretune.train.rundir import mark_run, remove_run, run_lock
 
 AUTO_METRIC = {"token-classification": "f1", "generation": "rougeL"}
@@ -35,6 +39,23 @@ def study_metrics(cfg: StudyConfig | ImageStudyConfig) -> dict[str, str]:
     if cfg.finetune.metric != "auto":
         return dict.fromkeys(task_labels(cfg), cfg.finetune.metric)
     return {name: AUTO_METRIC.get(t.kind, "macro_f1") for name, t in task_labels(cfg).items()}
+
+
+def trivial_baselines(cfg: StudyConfig | ImageStudyConfig, setup: Setup) -> dict[str, dict]:
+    """task -> {name, metrics}: the test scores of the baseline that learns nothing (majority
+    class, all-O, copying the input), the line under every curve of the report."""
+    out = {}
+    for name, task_cfg in setup.tasks.items():
+        kind = get_kind(task_cfg.kind)
+        task = setup.loaded[name]
+        trivial = kind.trivial(task)
+        if trivial is None or not len(task.test):
+            continue
+        with warnings.catch_warnings():  # constant predictions: undefined AUC and the like
+            warnings.simplefilter("ignore")
+            out[name] = {"name": trivial[0],
+                         "metrics": scalars(kind.metrics(task, task.test, trivial[1]))}
+    return out
 
 
 def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> Path:
@@ -69,7 +90,10 @@ def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool) 
         raise
     # every cell's own time, so a rerun that reuses finished cells still reports their cost
     spent = sum(float(r.get("seconds") or 0.0) for r in rows)
-    phases.append(Phase("fine-tuning matrix", tokens=None, seconds=spent, flops=None))
+    tokens = sum(int(r.get("tokens") or 0) for r in rows)
+    flops = sum(float(r.get("flops") or 0.0) for r in rows)
+    phases.append(Phase("fine-tuning matrix", tokens=tokens or None, seconds=spent,
+                        flops=flops or None))
     notes: list[str] = []
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
@@ -91,7 +115,8 @@ def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool) 
         out, name=cfg.name, results=rows, metric=metric, pretrain=setup.pretrain,
         probes=setup.probes, contamination=setup.contamination,
         compute=[p.as_dict() for p in phases], config_yaml=dump_yaml(cfg), notes=notes,
-        environment=env,
+        environment=env, baselines=trivial_baselines(cfg, setup), correction=cfg.correction,
+        cells=out / "cells",
     )
     print(f"report: {paths['html']}")
     return out

@@ -17,7 +17,7 @@ import numpy as np
 from pretune.config import SweepConfig, dump_yaml
 from pretune.config.sweep import apply_params
 from pretune.study import plots
-from pretune.study.render import render_html, render_md, write_pngs
+from pretune.study.render import render_html, render_md, write_plots
 
 MAX_ROWS = 30  # trials shown in the report table (trials.csv has all)
 
@@ -82,7 +82,7 @@ def param_importances(study: Any, cfg: SweepConfig) -> tuple[dict[str, float] | 
 # --------------------------------------------------------------------------- plots
 
 
-def history_plot(trials: list[Any], metric: str, direction: str) -> bytes:
+def history_plot(trials: list[Any], metric: str, direction: str) -> plots.Plot:
     """Score of every trial in order, with the best-so-far line (error bars: k-fold std)."""
     fig, ax = plots._fig()
     done = [t for t in trials if t.state.name == "COMPLETE"]
@@ -104,10 +104,10 @@ def history_plot(trials: list[Any], metric: str, direction: str) -> bytes:
     ax.set_title("Optimisation history")
     if done or pruned:
         ax.legend(fontsize=8)
-    return plots._png(fig)
+    return plots.render(fig, "history", "optimisation history")
 
 
-def importance_plot(importances: dict[str, float]) -> bytes:
+def importance_plot(importances: dict[str, float]) -> plots.Plot:
     names = list(importances)[::-1]  # most important on top
     fig, ax = plots._fig(6.0, 0.9 + 0.4 * len(names))
     ax.barh(range(len(names)), [importances[n] for n in names], color="C0")
@@ -115,10 +115,10 @@ def importance_plot(importances: dict[str, float]) -> bytes:
     ax.set_yticklabels(names, fontsize=8)
     ax.set_xlabel("importance (fANOVA)")
     ax.set_title("Parameter importances")
-    return plots._png(fig)
+    return plots.render(fig, "importances", "parameter importances")
 
 
-def param_plot(key: str, spec: Any, trials: list[Any], metric: str) -> bytes:
+def param_plot(key: str, spec: Any, trials: list[Any], metric: str) -> plots.Plot:
     """Score vs one parameter (categorical values on evenly spaced ticks)."""
     fig, ax = plots._fig(4.6, 3.2)
     pts = [(t.params[key], float(t.value)) for t in trials
@@ -137,7 +137,7 @@ def param_plot(key: str, spec: Any, trials: list[Any], metric: str) -> bytes:
     ax.set_xlabel(key)
     ax.set_ylabel(f"validation {metric}")
     ax.set_title(f"Score vs {key}")
-    return plots._png(fig)
+    return plots.render(fig, f"param_{_slug(key)}", f"score vs {key}")
 
 
 def _slug(key: str) -> str:
@@ -190,14 +190,11 @@ def _build(cfg: SweepConfig, root: Path, trials: list[Any], best: Any, metric: s
     table = [("table", ["trial", "state", metric, "seconds", *keys], rows, classes)]
     if len(trials) > MAX_ROWS:
         table.append(("p", f"Top {MAX_ROWS} of {len(trials)} trials; trials.csv has all.", "meta"))
-    figs: list = [("img", "history.png", history_plot(trials, metric, direction),
-                   "optimisation history")]
+    figs: list = [("fig", history_plot(trials, metric, direction))]
     if importances is not None:
-        figs.append(("img", "importances.png", importance_plot(importances),
-                     "parameter importances"))
+        figs.append(("fig", importance_plot(importances)))
     figs.append(("p", imp_note, "meta"))
-    figs.append(("imgs", [(f"param_{_slug(k)}.png", param_plot(k, s, trials, metric),
-                           f"score vs {k}") for k, s in cfg.space.items()]))
+    figs.append(("figs", [param_plot(k, s, trials, metric) for k, s in cfg.space.items()]))
     return [("Result", result), ("Trials", table), ("Plots", figs),
             ("Configuration", [("pre", dump_yaml(cfg))])]
 
@@ -222,7 +219,7 @@ def write_outputs(root: Path, cfg: SweepConfig, study: Any, metric: str,
     importances, note = param_importances(study, cfg)
     sections = _build(cfg, root, trials, best, metric, direction, importances, note)
     title = f"Sweep {cfg.name}"
-    write_pngs(root / "plots", sections)
+    write_plots(root / "plots", sections)
     (root / "report.md").write_text(render_md(title, sections), encoding="utf-8")
     (root / "report.html").write_text(render_html(title, sections), encoding="utf-8")
     errors = [t.user_attrs["error"] for t in trials if t.user_attrs.get("error")]
