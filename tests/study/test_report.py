@@ -212,3 +212,18 @@ def test_partial_inputs_probes_without_score_and_history_without_tokens(tmp_path
     assert "Pre-training on wiki-summaries" in html and "<td>step-50</td>" in html
     assert "accuracy on rotten-tomatoes" in html
     assert (paths["plots"] / "pretrain_loss.png").stat().st_size > 1000
+
+
+def test_plot_files_of_non_ascii_tasks_do_not_collide(tmp_path):
+    rows = []
+    for task in ("情感", "新闻"):
+        for r in synthetic_results():
+            if r["task"] == "rotten-tomatoes":
+                rows.append(r | {"task": task})
+    paths = write_report(tmp_path, name="zh", results=rows, metric="macro_f1")
+    effs = sorted(p.name for p in paths["plots"].glob("efficiency_*.svg"))
+    assert len(effs) == 2 and effs[0] != effs[1]
+    md = paths["md"].read_text()
+    assert md.count("](plots/efficiency_") == 2 and all(f"plots/{e[:-4]}.png" in md for e in effs)
+    for ext in ("png", "svg", "pdf"):  # every plot in all three formats
+        assert len(list(paths["plots"].glob(f"*.{ext}"))) == len(list(paths["plots"].glob("*.png")))

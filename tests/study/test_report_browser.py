@@ -51,6 +51,13 @@ def test_report_plot_baseline_legend_scale_and_hover(page, tiny_studies, tmp_pat
     pg.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert (tmp_path / "report.png").stat().st_size > 20_000
 
+    # many inline SVGs on one page, and still every element id is unique
+    dup = pg.evaluate("""() => { const seen = {}, dup = [];
+        document.querySelectorAll('[id]').forEach(e => { if (seen[e.id]) dup.push(e.id);
+                                                         seen[e.id] = 1; });
+        return dup; }""")
+    assert not dup, dup[:5]
+
     # the trivial baseline: a dashed line with its label, named in the legend
     assert pg.locator(f"#{PLOT}-baseline").count() == 1
     label = pg.locator(f"#{PLOT}-baseline-label").text_content().strip()
@@ -92,14 +99,23 @@ def test_report_plot_baseline_legend_scale_and_hover(page, tiny_studies, tmp_pat
     assert pg.locator("th", has_text="p (Holm)").count() >= 1
 
     # hovering a data point shows its mean ± CI, n and the cell's settings
-    pt = pg.locator(f"#{PLOT}-pt-0-0")
-    pt.scroll_into_view_if_needed()
-    box = pt.bounding_box()
-    pg.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    tip = pg.locator("#tip")
-    tip.wait_for(state="visible", timeout=5000)
-    text = tip.inner_text()
-    assert "±" in text and "95% CI" in text and "n = 2 seeds" in text and "lr " in text
+    def hover(gid: str) -> str:
+        pt = pg.locator(f"#{gid}")
+        pt.scroll_into_view_if_needed()
+        box = pt.bounding_box()
+        pg.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        tip = pg.locator("#tip")
+        tip.wait_for(state="visible", timeout=5000)
+        return tip.inner_text()
+
+    probe = hover(f"{PLOT}-pt-0-0")  # scratch / linear-probe-sklearn at 16 labels
+    assert probe.startswith("scratch / linear-probe-sklearn · 16 labels: macro-F1 (×100) ")
+    assert "±" in probe and "95% CI" in probe and "n = 2 seeds" in probe
+    assert "scikit-learn logistic regression" in probe
+    full = hover(f"{PLOT}-pt-1-0")  # scratch / full: the loop's settings
+    assert full.startswith("scratch / full · 16 labels") and "lr " in full and "batch 8" in full
+    pg.mouse.move(5, 5)
+    pg.locator("#tip").wait_for(state="hidden", timeout=5000)
 
 
 def test_changed_answers_list_the_saved_examples(page, tiny_studies):

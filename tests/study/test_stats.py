@@ -234,3 +234,29 @@ def test_verdict_lower_is_better_metric():
     text = verdict(comp(a, b, metric="mse"), corpus="news")
     assert text.startswith("Pre-training on news improved MSE on rt by -0.1")
     assert "points" not in text
+
+
+def test_holm_and_bh_adjustments_by_hand():
+    from pretune.study.stats import adjust_pvalues, correct
+
+    ps = [0.01, 0.04, 0.03, 0.005]
+    # Holm: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone
+    assert adjust_pvalues(ps, "holm") == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # BH: p * m / rank = 0.02, 0.02, 0.04, 0.04 (already monotone from the top)
+    assert adjust_pvalues(ps, "bh") == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert adjust_pvalues(ps, "none") == ps
+    assert adjust_pvalues([0.9, 0.8], "holm") == [1.0, 1.0]  # capped at 1
+    comps = [{"p": 0.01}, {"p": None}, {"p": 0.02}]
+    correct(comps, "holm")
+    assert comps[0]["p_adj"] == pytest.approx(0.02) and comps[2]["p_adj"] == pytest.approx(0.02)
+    assert comps[0]["family"] == 2 and "p_adj" not in comps[1]  # untested: not in the family
+
+
+def test_effect_size_is_paired_cohens_d():
+    from pretune.study.stats import effect_size
+
+    d = np.array([0.02, 0.04, 0.03])
+    assert effect_size(d) == pytest.approx(d.mean() / d.std(ddof=1))
+    assert effect_size(np.array([0.01, 0.01, 0.01])) is None  # no spread to standardise by
+    c = comp([0.7, 0.72, 0.75], [0.6, 0.61, 0.66])
+    assert c["d_z"] == pytest.approx(effect_size(np.array([0.1, 0.11, 0.09])))

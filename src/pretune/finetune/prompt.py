@@ -30,7 +30,7 @@ from pretune.data.labeled import LabeledTask, Split
 from pretune.errors import PretuneError
 from pretune.evaluate.metrics import metric_mode, task_metrics
 from pretune.finetune.result import Trained
-from pretune.models.registry import load_model, load_tokenizer_for
+from pretune.models.registry import load_model, load_tokenizer_for, training_flops
 from pretune.models.start import Start
 from pretune.tasks import KINDS
 from pretune.tasks.base import scalars
@@ -287,7 +287,7 @@ def run_prompt(cfg: FinetuneConfig, task: LabeledTask, start: Start, out: Path,
     batch_size = max(cfg.train.batch_size, 64)
     scorer = PromptScorer(model, tokenizer, mode, task, scfg, cfg.task.max_length, batch_size,
                           device)
-    steps, trainable, export = 0, 0, None
+    steps, trainable, export, tokens = 0, 0, None, 0
     if scfg.few_shot:
         inputs = encode_prompts(tokenizer, _texts(task.train), scfg.template, mode,
                                 cfg.task.max_length)
@@ -306,7 +306,7 @@ def run_prompt(cfg: FinetuneConfig, task: LabeledTask, start: Start, out: Path,
         result = fit(model, pet_loss_fn(scorer.ids, tokenizer.mask_token_id), batches,
                      cfg.train, cfg.optim, out / "train", evaluate=evaluation,
                      trackers=trackers, checkpoints=bool(cfg.train.save_every))
-        steps = int(result.steps)
+        steps, tokens = int(result.steps), int(result.tokens)
         shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)  # best already restored
         extra = {"prompt": {"mode": mode, "template": scfg.template,
                             "verbalizer": verbalizer(task, scfg)}}
@@ -318,4 +318,5 @@ def run_prompt(cfg: FinetuneConfig, task: LabeledTask, start: Start, out: Path,
     test_out = scorer.probs(task.test)
     val_out = scorer.probs(task.val) if len(task.val) else None
     return Trained(test_out, val_out, trainable, steps, export=export,
-                   auto_class="AutoModelForMaskedLM" if export else None)
+                   auto_class="AutoModelForMaskedLM" if export else None, tokens=tokens,
+                   flops=training_flops(model, tokens, cfg.task.max_length) if tokens else None)

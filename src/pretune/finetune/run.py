@@ -34,7 +34,7 @@ from pretune.finetune.strategies import apply_strategy, export_model
 from pretune.models.card import lineage, model_card
 from pretune.models.overrides import quiet_transformers
 from pretune.models.probe_head import CARD_NOTE as PROBE_CARD
-from pretune.models.registry import flops_per_token
+from pretune.models.registry import training_flops
 from pretune.models.start import Start, resolve_start
 from pretune.tasks import get_kind
 from pretune.tasks.base import TASK_FILE, TaskKind
@@ -106,9 +106,15 @@ def _finished(out: Path) -> FinetuneResult | None:
     m = json.loads((out / "metrics.json").read_text())
     t = m.get("timing", {})
     print(f"{out} already finished (metrics.json); nothing to do")
+    try:
+        config = FinetuneConfig.model_validate(m["config"])
+    except (KeyError, ValueError):  # metrics from an older pretune
+        config = None
     return FinetuneResult(m.get("test", {}), m.get("val", {}), out, float(t.get("seconds", 0)),
                           int(t.get("train_examples", 0)), int(t.get("trainable_params", 0)),
-                          int(t.get("steps", 0)), "already finished")
+                          int(t.get("steps", 0)), "already finished",
+                          collapsed=m.get("collapsed"), tokens=int(t.get("tokens") or 0),
+                          flops=t.get("flops"), config=config)
 
 
 def _check_resumable(cfg: FinetuneConfig, out: Path) -> None:
@@ -163,8 +169,13 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
         if cfg.strategy.name != "prompt" else None
     if collapsed:
         print(f"warning: {cfg.name}: {collapsed}", file=sys.stderr)
-    records = kind.example_records(task, task.test, trained.test_outputs)
-    if records:  # per test example: what error analysis (and the study report) reads
+    try:  # per test example: what error analysis (and the study report) reads
+        records = kind.example_records(task, task.test, trained.test_outputs)
+    except Exception as e:  # noqa: BLE001 - the trained model and its metrics still count
+        records = []
+        print(f"warning: {cfg.name}: no predictions.jsonl ({type(e).__name__}: {e})",
+              file=sys.stderr)
+    if records:
         write_predictions(out / PREDICTIONS, records, getattr(task.test, "ids", None))
     result = FinetuneResult(test_m, val_m, out, time.perf_counter() - t0, len(task.train),
                             trained.trainable_params, trained.steps, trained.stopped_reason,
@@ -250,19 +261,10 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
     auto_class, pipeline_tag = kind.export_classes(model)
     return Trained(test_out, val_out, plan.trainable_params, int(result.steps),
                    result.stopped_reason, export, auto_class, pipeline_tag,
-                   tokens=int(result.tokens), flops=_flops(model, result.tokens, cfg))
-
-
-def _flops(model: torch.nn.Module, tokens: int, cfg: FinetuneConfig) -> float | None:
-    """≈ training FLOPs: (6 N + 12 L d T) per token (N: non-embedding parameters, T: the
-    task's max length) — an upper bound for strategies that freeze weights (no weight
-    gradients there). None for models without a transformer config (CNNs)."""
-    config = getattr(model, "config", None)  # a PEFT model forwards to its base's
-    try:
-        per = flops_per_token(config, int(getattr(cfg.task, "max_length", None) or 128))
-    except (AttributeError, TypeError):
-        return None
-    return float(per * tokens) if tokens else None
+                   tokens=int(result.tokens),
+                   # images are not tokens: no per-token estimate for image models
+                   flops=None if kind.modality == "image" else training_flops(
+                       model, result.tokens, getattr(cfg.task, "max_length", None)))
 
 
 # --------------------------------------------------------------------------- outputs
@@ -325,7 +327,7 @@ def _write_metrics(cfg: FinetuneConfig, kind: TaskKind, task: Any, r: FinetuneRe
         "task_info": getattr(task, "info", {}) or {},
         "test": r.metrics, "val": r.val_metrics,
         "timing": {"seconds": r.seconds, "steps": r.steps, "train_examples": r.train_examples,
-                   "trainable_params": r.trainable_params},
+                   "trainable_params": r.trainable_params, "tokens": r.tokens, "flops": r.flops},
         "config": cfg.model_dump(mode="json"),  # with its `auto` settings decided
         "recipe": recipe_notes, "collapsed": r.collapsed,
     }

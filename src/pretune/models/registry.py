@@ -284,3 +284,16 @@ def flops_per_token(config: PretrainedConfig, seq_len: int) -> float:
     """Training FLOPs per token: 6 N + 12 L d T (N = non-embedding params; PaLM appendix B)."""
     d, n_layers = config.hidden_size, config.num_hidden_layers
     return float(6 * non_embedding_params(config) + 12 * n_layers * d * seq_len)
+
+
+def training_flops(model: Any, tokens: int, seq_len: int | None) -> float | None:
+    """≈ FLOPs of training a text transformer on ``tokens``: ``flops_per_token`` x tokens — an
+    upper bound for strategies that freeze weights (no weight gradients there). None without
+    tokens or a transformer config (a PEFT model forwards ``config`` to its base's)."""
+    config = getattr(model, "config", None)
+    if not tokens or config is None:
+        return None
+    try:
+        return float(flops_per_token(config, int(seq_len or 128)) * tokens)
+    except (AttributeError, TypeError, KeyError):
+        return None

@@ -121,6 +121,9 @@ def _task_blocks(task: str, reps: list[dict], names: list[str]) -> list[Block]:
     for start, strategy, b, label in keys:
         row = [start, strategy, budget({"budget": b, "budget_label": label})]
         for r in reps:
+            if r["metrics"].get(task) != metric:
+                row.append("other metric")
+                continue
             s = next((s for s in r["summary"] if (s["task"], s["start"], s["strategy"],
                                                    s["budget"]) == (task, start, strategy, b)
                       and s.get("delta") is not None), None)
@@ -130,7 +133,8 @@ def _task_blocks(task: str, reps: list[dict], names: list[str]) -> list[Block]:
             p = s.get("p_adj") if s.get("p_adj") is not None else s.get("p")
             star = " *" if s.get("significant") else ""
             dz = f", d_z {s['d_z']:.2f}" if s.get("d_z") is not None else ""
-            row.append(f"{signed(s['delta'], metric)}{star} (p {format_p(p)}{dz}, n {s['n']})")
+            n = s.get("n_paired") or s["n"]
+            row.append(f"{signed(s['delta'], metric)}{star} (p {format_p(p)}{dz}, n {n})")
         body.append(row)
     if body:
         blocks += [("p", f"Δ {metric_name(metric)} vs each study's own baseline (corrected p "

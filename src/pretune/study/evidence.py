@@ -20,7 +20,8 @@ from scipy import stats as sps
 
 from pretune.evaluate.examples import PREDICTIONS, read_predictions
 from pretune.study.stats import metric_scale
-from pretune.study.verdicts import format_p
+from pretune.study.units import budget
+from pretune.study.verdicts import p_phrase
 
 SHOW = 8  # examples listed per direction
 
@@ -46,8 +47,24 @@ def _predictions(cells: Path | None, runs: dict[int, dict], seeds: list[int]
     return out
 
 
-def _mode(values: list[Any]) -> str:
-    return str(Counter(str(v) for v in values).most_common(1)[0][0])
+def _answers(values: list[Any]) -> str:
+    """What a start answered over its seeds: "fresh", or "rotten ×2 · fresh ×1"."""
+    counts = Counter(str(v) for v in values).most_common()
+    return counts[0][0] if len(counts) == 1 else " · ".join(f"{v} ×{n}" for v, n in counts)
+
+
+def _spread(order: np.ndarray, labels: list[str]) -> list[int]:
+    """``order`` (most decisive first) re-ordered round-robin over the true labels, so the
+    examples shown are not all of the first class."""
+    by: dict[str, list[int]] = {}
+    for j in order:
+        by.setdefault(labels[int(j)], []).append(int(j))
+    out: list[int] = []
+    while any(by.values()):
+        for v in by.values():
+            if v:
+                out.append(v.pop(0))
+    return out
 
 
 def changed_answers(rows: list[dict], c: dict, cells: Path | None) -> list[tuple]:
@@ -55,8 +72,7 @@ def changed_answers(rows: list[dict], c: dict, cells: Path | None) -> list[tuple
     start, base = c["start"], c["baseline"]
     mine, theirs = _runs(rows, c, start), _runs(rows, c, base)
     seeds = sorted(set(mine) & set(theirs))
-    what = (f"{c['task']}: {start} vs {base} ({c['strategy']}, "
-            f"{'all' if c['budget_label'] == 'all' else c['budget']} labels, "
+    what = (f"{c['task']}: {start} vs {base} ({c['strategy']}, {budget(c)} labels, "
             f"{len(seeds)} paired seed{'s' if len(seeds) != 1 else ''})")
     a_pred = _predictions(cells, mine, seeds) if seeds else None
     b_pred = _predictions(cells, theirs, seeds) if seeds else None
@@ -65,6 +81,9 @@ def changed_answers(rows: list[dict], c: dict, cells: Path | None) -> list[tuple
                  "from an older pretune keep only their metrics; rerun them to see the "
                  "examples).", "meta")]
     ids = sorted(set.intersection(*(set(p) for p in a_pred + b_pred)))
+    if not ids:
+        return [("h3", what), ("p", "The two starts' saved predictions share no test example "
+                 "id (different test splits?): nothing to compare per example.", "meta")]
     sa = np.array([[p[i]["score"] for p in a_pred] for i in ids], dtype=float)  # [n, seeds]
     sb = np.array([[p[i]["score"] for p in b_pred] for i in ids], dtype=float)
     binary = bool(np.isin(sa, (0.0, 1.0)).all() and np.isin(sb, (0.0, 1.0)).all())
@@ -73,18 +92,24 @@ def changed_answers(rows: list[dict], c: dict, cells: Path | None) -> list[tuple
     def celltxt(preds: list[dict[int, dict]], i: int, scores: np.ndarray) -> str:
         vals = [p[i]["pred"] for p in preds]
         if binary:
-            return f"{_mode(vals)} (right on {int(scores.sum())}/{n_seeds})"
-        return f"{_mode(vals)} (score {scores.mean():.2f})"
+            return f"{_answers(vals)} (right on {int(scores.sum())}/{n_seeds})"
+        return f"{_answers(vals)} (score {scores.mean():.2f})"
 
     if binary:
         ra, rb = sa.mean(axis=1) > 0.5, sb.mean(axis=1) > 0.5
-        fixed, broke = np.flatnonzero(ra & ~rb), np.flatnonzero(~ra & rb)
+        gap = sa.mean(axis=1) - sb.mean(axis=1)
+        true = [str(a_pred[0][i]["true"]) for i in ids]
+        # most decisive first (right on every seed vs on none), spread over the true classes
+        fixed = np.array(_spread(np.flatnonzero(ra & ~rb)[np.argsort(
+            -gap[ra & ~rb], kind="stable")], true), dtype=int)
+        broke = np.array(_spread(np.flatnonzero(~ra & rb)[np.argsort(
+            gap[~ra & rb], kind="stable")], true), dtype=int)
         k, m = len(fixed), len(broke)
         test = sps.binomtest(k, k + m, 0.5).pvalue if k + m else None
         summary = (f"{start} is right where {base} is wrong on {k:,} of {len(ids):,} test "
                    f"examples, and wrong where {base} is right on {m:,} (right = on most of "
                    f"the {n_seeds} seeds); exact McNemar test on these {k + m:,}: "
-                   f"p = {format_p(test)}.")
+                   f"{p_phrase(test)}.")
     else:
         diff = sa.mean(axis=1) - sb.mean(axis=1)
         order = np.argsort(-diff, kind="stable")

@@ -13,7 +13,8 @@ from pretune.study.verdicts import CORRECTION_NAMES, format_p
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
             "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-            "^": r"\textasciicircum{}"}
+            "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+            "|": r"\textbar{}"}
 
 
 def escape(text: str) -> str:
@@ -61,7 +62,8 @@ def summary_tex(table: list[dict], metrics: dict[str, str], baseline: str,
         b = base.get((t["task"], t["strategy"], t["budget"]))
         ci = (f" [{_num(t['delta_ci_low'], k)}, {_num(t['delta_ci_high'], k)}]"
               if t.get("delta_ci_low") is not None else "")
-        labels = "all" if t["budget_label"] == "all" else f"{t['budget']:,}".replace(",", "{,}")
+        labels = t["budget_label"] if t["budget_label"] in ("all", "zero-shot") else \
+            f"{t['budget']:,}".replace(",", "{,}")
         cells = [escape(t["task"]), escape(t["start"]), escape(t["strategy"]), labels, _ms(b, k),
                  _ms(t, k), _num(t["delta"], k, signed=True) + ci, _p(t.get("p")),
                  *([_p(t.get("p_adj"))] if adj else []),

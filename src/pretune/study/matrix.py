@@ -283,14 +283,17 @@ def recipe_line(ft: FinetuneConfig | None) -> str:
     """The settings a cell trained with, in a few words (the report's hover shows them)."""
     if ft is None:
         return ""
+    length = f", max length {ft.task.max_length}" if getattr(ft.task, "max_length", None) else ""
+    if ft.strategy.name == "linear-probe" and ft.strategy.sklearn:
+        return f"scikit-learn logistic regression on frozen mean-pooled features{length}"
+    if ft.strategy.name == "prompt" and not ft.strategy.few_shot:
+        return f"no parameter update (zero-shot prompt){length}"
     t, o = ft.train, ft.optim
-    length = ([f"{t.max_steps} steps"] if t.max_steps else []) + \
+    steps = ([f"{t.max_steps} steps"] if t.max_steps else []) + \
         ([f"{t.epochs:g} epochs"] if t.epochs else [])
     bits = [f"lr {o.lr:g}" if isinstance(o.lr, float) else f"lr {o.lr}",
-            f"batch {t.batch_size}", *length[:1], f"weight decay {o.weight_decay:g}"]
-    if getattr(ft.task, "max_length", None):
-        bits.append(f"max length {ft.task.max_length}")
-    return ", ".join(bits)
+            f"batch {t.batch_size}", *steps[:1], f"weight decay {o.weight_decay:g}"]
+    return ", ".join(bits) + length
 
 
 def result_row(cell: Cell, result: FinetuneResult, labels: list[str]) -> Row:

@@ -39,6 +39,7 @@ class Plot:
     pdf: bytes
     wide: bool = False  # drawn at the page's full content width
     tips: dict[str, str] = field(default_factory=dict)
+    gid: str = ""  # the prefix of this plot's own element ids (kept as they are when inlined)
 
 
 def _add_tips(svg: str, tips: dict[str, str]) -> str:
@@ -50,7 +51,7 @@ def _add_tips(svg: str, tips: dict[str, str]) -> str:
 
 
 def render(fig: Figure, name: str, alt: str, tips: dict[str, str] | None = None,
-           wide: bool = False) -> Plot:
+           wide: bool = False, gid: str = "") -> Plot:
     FigureCanvasAgg(fig)
     out = {}
     with rc_context(_SVG_RC):
@@ -61,7 +62,7 @@ def render(fig: Figure, name: str, alt: str, tips: dict[str, str] | None = None,
             fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight", metadata=meta)
             out[fmt] = buf.getvalue()
     svg = _add_tips(out["svg"].decode("utf-8"), tips or {})
-    return Plot(name, alt, out["png"], svg, out["pdf"], wide, dict(tips or {}))
+    return Plot(name, alt, out["png"], svg, out["pdf"], wide, dict(tips or {}), gid)
 
 
 def inline_svg(plot: Plot) -> str:
@@ -74,6 +75,15 @@ def inline_svg(plot: Plot) -> str:
     head = re.sub(r'\s(width|height|xmlns(:xlink)?)="[^"]*"', "", head)
     style = "width:100%" if plot.wide else f"width:{px};max-width:100%"
     rest = rest.replace("xlink:href=", "href=")
+    # matplotlib numbers its ids per figure (figure_1, line2d_3, ...): prefix them with the
+    # plot's name so a page of many plots has unique ids; the plot's own ids stay as they are.
+    own = plot.gid or "\0"
+
+    def fix(m: re.Match) -> str:
+        ident = m.group(2)
+        return m.group(0) if ident.startswith(own) else f"{m.group(1)}{plot.name}--{ident}"
+
+    rest = re.sub(r'(id="|url\(#|href="#)([^")]+)', fix, rest)
     return (f'{head} class="plot" role="img" aria-label="{html.escape(plot.alt)}" '
             f'style="{style};height:auto">{rest}')
 
@@ -135,7 +145,7 @@ def probe_curves(probes: Sequence[dict], metric: str = "score", unit: str = "tok
     ax.xaxis.set_major_formatter(lambda v, _pos: _tokens(v))
     if tasks:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    return render(fig, "probes", "probe score vs pre-training " + unit, tips)
+    return render(fig, "probes", "probe score vs pre-training " + unit, tips, gid="probes-")
 
 
 def _budget_tick(b: int, label: str) -> str:
@@ -152,7 +162,7 @@ def efficiency_curves(summary: Sequence[dict], metric: str, task: str,
     stay visible. The legend sits outside the axes. ``recipes``: (start, strategy, budget) ->
     the cell's settings, shown when hovering a point.
     """
-    slug = "eff-" + re.sub(r"[^A-Za-z0-9]+", "-", task).strip("-")
+    slug = "eff-" + units.slug(task)
     rows = [s for s in summary if s["task"] == task and s["budget"] > 0]
     # zero-shot runs (no labels) can't sit on a log axis: dotted horizontal reference lines
     zero_shot = [s for s in summary if s["task"] == task and s["budget"] <= 0]
@@ -196,7 +206,7 @@ def efficiency_curves(summary: Sequence[dict], metric: str, task: str,
     for zi, z in enumerate(zero_shot):
         ax.axhline(z["mean"] * scale, color=f"C{(len(starts) + zi) % 10}", linestyle=":",
                    linewidth=1.4, label=f"{z['start']} / {z['strategy']} (zero-shot)", zorder=2)
-    if baseline and baseline.get("value") is not None:
+    if baseline and baseline.get("value") is not None and math.isfinite(baseline["value"]):
         v = float(baseline["value"]) * scale
         line = ax.axhline(v, color="0.3", linestyle=(0, (6, 3)), linewidth=1.3, zorder=2,
                           label=f"{baseline['name']} baseline ({v:.1f})")
@@ -218,8 +228,8 @@ def efficiency_curves(summary: Sequence[dict], metric: str, task: str,
         legend = ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                            borderaxespad=0.0, frameon=False, title="start / strategy")
         legend.set_gid(f"{slug}-legend")
-    return render(fig, f"efficiency_{re.sub(r'[^A-Za-z0-9_.-]+', '_', task)}",
-                  f"{task}: {metric_name(metric)} vs label budget", tips, wide=True)
+    return render(fig, f"efficiency_{units.slug(task)}",
+                  f"{task}: {metric_name(metric)} vs label budget", tips, wide=True, gid=slug)
 
 
 def confusion_heatmap(confusion: Sequence[Sequence[float]], labels: Sequence[str],

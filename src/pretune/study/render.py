@@ -11,10 +11,10 @@ none, and keeps the page a few hundred kB."""
 from __future__ import annotations
 
 import html
-import re
 from pathlib import Path
 
 from pretune.study.plots import inline_svg
+from pretune.study.units import slug
 
 Block = tuple  # ("p", text, cls) | ("table", headers, rows, classes) | ("fig", Plot) ...
 
@@ -44,10 +44,6 @@ g.addEventListener('mousemove',function(e){t.style.left=(e.clientX+14)+'px';
 t.style.top=(e.clientY+14)+'px';});
 g.addEventListener('mouseleave',function(){t.style.display='none';});});})();"""
 
-
-
-def slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "x"
 
 
 def render_html(title: str, sections: list[tuple[str, list[Block]]]) -> str:

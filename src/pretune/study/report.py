@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def _verdict_blocks(task: str, comps: list[dict], rows: list[dict], metric: str,
 
 def _trivial_text(trivial: dict | None, metric: str) -> str | None:
     v = (trivial or {}).get("metrics", {}).get(metric)
-    if v is None:
+    if v is None or not math.isfinite(v):  # e.g. the correlation of a constant
         return None
     what = {"majority class": "always the most frequent training class",
             "all-O": "no entity anywhere", "copy input": "the input copied as the output",

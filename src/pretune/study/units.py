@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any
 
 from pretune.study.stats import metric_scale
@@ -106,4 +108,13 @@ def first_order(values: Any) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
         out.setdefault(v, len(out))
+    return out
+
+
+def slug(s: str) -> str:
+    """A file/id-safe name. Spaces and punctuation become "_"; a name with other characters
+    (情感, 新闻) also gets a short hash of itself, so two such tasks never share a plot file."""
+    out = re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "x"
+    if re.search(r"[^A-Za-z0-9_.\- :/()]", s):
+        out += "-" + hashlib.sha1(s.encode("utf-8")).hexdigest()[:6]
     return out
