@@ -151,13 +151,13 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(setup, monkeypatch, cap
     import os
     import signal
 
-    from pretune.study import matrix
+    from pretune.study import cells
 
     _, _, cfg = setup
     ckpt = ["finetune.train.save_every=2", "finetune.train.eval_every=2",
             "finetune.train.epochs=3", "probes=false"]
     ref = run_study(cfg(*ckpt, "name=ref"))
-    real = matrix.finetune
+    real = cells.finetune
     calls = {"n": 0}
 
     def interrupt_first_cell(ft, **kw):
@@ -166,7 +166,7 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(setup, monkeypatch, cap
             kw["on_evaluate"] = lambda i, m: i == 0 and os.kill(os.getpid(), signal.SIGINT)
         return real(ft, **kw)
 
-    monkeypatch.setattr(matrix, "finetune", interrupt_first_cell)
+    monkeypatch.setattr(cells, "finetune", interrupt_first_cell)
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg(*ckpt))
     capsys.readouterr()

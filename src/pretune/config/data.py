@@ -31,6 +31,10 @@ class CleanConfig(Section):
     exact_dedup: bool = True
     near_dedup: bool = True
     near_dedup_threshold: float = Field(0.8, gt=0.0, le=1.0)  # MinHash-LSH Jaccard threshold
+    # Where the near-dedup index lives: in this process (null), or a Redis server,
+    # redis://host:port[/db] (datasketch's Redis storage; `pip install 'pretune[scale]'`):
+    # the process then holds no index, whatever the corpus size. Keys are removed at the end.
+    near_dedup_storage: str | None = Field(None, pattern=r"^redis://[^/:]+(:\d+)?(/\d+)?$")
     minhash_perm: int = Field(64, ge=16)
     shingle_words: int = Field(5, ge=1)
 

@@ -11,6 +11,7 @@ import hashlib
 import html
 import re
 import unicodedata
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 from pretune.config import CleanConfig
 from pretune.data.cjk import CJK_CHARS, has_cjk
 from pretune.data.ngrams import WordHasher, contains_any, ngram_hashes, words
+from pretune.errors import PretuneError
 
 # Filter name -> the setting that controls it (for "everything was removed" errors).
 FILTER_SETTINGS = {
@@ -110,10 +112,13 @@ class Cleaner:
             or [np.empty(0, np.uint64)])) if holdout_ngram else np.empty(0, np.uint64)
         self._seen: set[bytes] = set()  # 16-byte digests of kept docs (exact dedup)
         self._lsh = None
+        self._redis = None
         if cfg.near_dedup:
             from datasketch import MinHash, MinHashLSH
 
-            self._lsh = MinHashLSH(threshold=cfg.near_dedup_threshold, num_perm=cfg.minhash_perm)
+            storage = self._storage(cfg.near_dedup_storage)
+            self._lsh = MinHashLSH(threshold=cfg.near_dedup_threshold, num_perm=cfg.minhash_perm,
+                                   **({"storage_config": storage} if storage else {}))
             # Fixed-seed hash family (deterministic across runs and processes).
             rng = np.random.default_rng(1)
             self._a = rng.integers(1, 2**63, cfg.minhash_perm, dtype=np.uint64) | np.uint64(1)
@@ -121,6 +126,38 @@ class Cleaner:
             # datasketch regenerates permutations per MinHash unless handed some; ours are
             # never used by it (we pass finished signatures), so a template's are reused.
             self._perm = MinHash(num_perm=cfg.minhash_perm, scheme="affine32").permutations
+
+    def _storage(self, url: str | None) -> dict | None:
+        """datasketch's storage config for a ``redis://host:port/db`` index (None: memory).
+        Each cleaner writes under its own key prefix and removes its keys in ``close``."""
+        if url is None:
+            return None
+        try:
+            import redis
+        except ImportError:
+            raise PretuneError("clean.near_dedup_storage needs the redis package: pip install "
+                               "'pretune[scale]' (or unset it to keep the index in memory)"
+                               ) from None
+        m = re.fullmatch(r"redis://([^/:]+)(?::(\d+))?(?:/(\d+))?", url)
+        assert m is not None  # the config's pattern checked it
+        params = {"host": m.group(1), "port": int(m.group(2) or 6379), "db": int(m.group(3) or 0)}
+        self._redis = redis.Redis(**params)
+        try:
+            self._redis.ping()
+        except redis.exceptions.ConnectionError as e:
+            raise PretuneError(f"clean.near_dedup_storage: cannot reach Redis at {url} ({e}); "
+                               "start redis-server there, or unset it to keep the index in "
+                               "memory") from None
+        self._basename = f"pretune-lsh-{uuid.uuid4().hex[:16]}".encode()
+        return {"type": "redis", "basename": self._basename, "redis": params}
+
+    def close(self) -> None:
+        """Remove this cleaner's keys from an external index (nothing for the in-memory one)."""
+        if self._redis is not None:
+            keys = list(self._redis.scan_iter(match=self._basename + b"*", count=1000))
+            for i in range(0, len(keys), 1000):
+                self._redis.delete(*keys[i:i + 1000])
+            self._redis = None
 
     def transform(self, text: str) -> str:
         """Apply the enabled transforms in a fixed order, counting documents each one changed."""
@@ -183,7 +220,14 @@ class Cleaner:
         return False
 
     def __call__(self, docs: Iterable[str]) -> Iterator[str]:
-        """Yield cleaned, filtered, de-duplicated documents."""
+        """Yield cleaned, filtered, de-duplicated documents (an external index's keys are
+        removed when the stream ends, is closed, or fails)."""
+        try:
+            yield from self._clean(docs)
+        finally:
+            self.close()
+
+    def _clean(self, docs: Iterable[str]) -> Iterator[str]:
         st = self.stats
         for doc in docs:
             st.docs_in += 1

@@ -1,23 +1,18 @@
 """The study matrix, the same for every modality and task kind: cells (task x start x
-strategy x budget x seed), the fine-tuning config of each cell, running (or reusing) them, and
-the typed result row each one leaves.
+strategy x budget x seed), the fine-tuning config of each cell, and the typed result row each
+one leaves (``study.cells`` runs them).
 
 A modality's setup (``phases.text_setup``, ``vision.image_setup``) runs the phases before the
 matrix and hands over a ``Setup``: the starts as model specs, the tasks (loaded once), the
-report's extra sections. Every cell then calls the one fine-tuning path, ``finetune``.
-Every finished cell is a JSON file under ``runs/<study>/cells/``, written atomically, with
-the fingerprint of its inputs (``identity``: its fine-tuning config, the task data's content,
-the start's weights and tokenizer). A rerun reuses a finished cell only when that fingerprint
-is unchanged, reruns the cells whose inputs changed and retries failed ones; nothing is
-dropped silently.
+report's extra sections. Every cell then calls the one fine-tuning path, ``finetune``, and is
+identified by the fingerprint of its inputs (``identity``: its fine-tuning config, the task
+data's content, the start's weights and tokenizer): a rerun reuses a finished cell only when
+that fingerprint is unchanged.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,17 +32,6 @@ from pretune.config import (
 )
 from pretune.errors import PretuneError
 from pretune.finetune.result import FinetuneResult
-from pretune.finetune.run import finetune
-from pretune.study.identity import (
-    config_identity,
-    digest,
-    source_identity,
-    stamp_matches,
-    task_identity,
-    write_stamp,
-)
-from pretune.train.checkpoint import latest_checkpoint
-from pretune.train.logger import duration
 from pretune.train.trackers import RunInfo, flat_params
 
 ZERO_SHOT = "zero-shot"
@@ -313,7 +297,7 @@ def result_row(cell: Cell, result: FinetuneResult, labels: list[str]) -> Row:
                per_class=per_class or None)
 
 
-def _failed(cell: Cell, error: str, t0: float) -> Row:
+def failed_row(cell: Cell, error: str, t0: float) -> Row:
     budget = _row_budget(cell, 0) if cell.budget is not None or cell.budget_label == ZERO_SHOT \
         else -1
     return Row(cell.task, cell.start, cell.strategy, budget, cell.budget_label, cell.seed,
@@ -328,108 +312,5 @@ def _row_budget(cell: Cell, train_examples: int) -> int:
     return train_examples if cell.budget is None else cell.budget
 
 
-def _atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-
-
-class Fingerprints:
-    """The fingerprint of each cell's inputs; task and start identities hashed once."""
-
-    def __init__(self, setup: Setup) -> None:
-        self.tasks = {name: task_identity(t) for name, t in setup.tasks.items()}
-        self.starts = {name: [source_identity(s.name), source_identity(s.tokenizer)]
-                       for name, s in setup.starts.items()}
-
-    def __call__(self, cell: Cell, ft: FinetuneConfig) -> str:
-        return digest(config_identity(ft), self.tasks[cell.task], self.starts[cell.start])
-
-
-def _reusable(path: Path, fingerprint: str) -> tuple[dict[str, Any] | None, bool]:
-    """(the finished row to reuse, whether a finished row exists but ran with other inputs)."""
-    if not path.exists():
-        return None, False
-    row = json.loads(path.read_text())
-    if row.get("status") != "ok":
-        return None, False
-    if row.pop("fingerprint", None) != fingerprint:
-        return None, True
-    if row.get("budget_label") == ZERO_SHOT:
-        row["budget"] = 0  # cells written by an older pretune carried the train size
-    return row, False
-
-
-def _resumable(cell_dir: Path, ft: FinetuneConfig, fingerprint: str) -> bool:
-    """A cell that checkpoints (``finetune.train.save_every``) and was cut short resumes from
-    its last checkpoint, if that checkpoint came from the same inputs."""
-    if not ft.train.save_every:
-        return False
-    if stamp_matches(cell_dir, fingerprint) and \
-            latest_checkpoint(cell_dir / "train" / "checkpoints") is not None:
-        print(f"  resuming cell {cell_dir.name} from its last checkpoint", flush=True)
-        return True
-    write_stamp(cell_dir, fingerprint)
-    return False
-
-
-def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str]
-              ) -> list[dict[str, Any]]:
-    """Run (or reuse) every cell; each finished cell is written atomically. Returns the rows."""
-    cells_dir = out / "cells"
-    cells = plan_cells(cfg)
-    features_cache: dict = {}  # scikit-learn probe features, shared by the cells of a start
-    rows: list[dict[str, Any]] = []
-    fingerprint_of = Fingerprints(setup)
-    todo: list[tuple[int, Cell, FinetuneConfig, str]] = []
-    stale = 0
-    for i, cell in enumerate(cells, 1):
-        ft = cell_config(cfg, cell, setup, out)
-        fp = fingerprint_of(cell, ft)
-        row, changed = _reusable(cells_dir / f"{cell.key}.json", fp)
-        stale += changed
-        if row is not None:
-            rows.append(row)
-        else:
-            todo.append((i, cell, ft, fp))
-    if stale:
-        print(f"note: {stale} finished cells ran with other inputs (settings, task data or start "
-              "weights changed since); they run again", flush=True)
-    spent: list[float] = []  # wall time of the cells this invocation ran: the ETA's basis
-    for i, cell, ft, fp in todo:
-        path = cells_dir / f"{cell.key}.json"
-        t_cell = time.perf_counter()
-        done: Row | None = None
-        for attempt in range(cfg.retries + 1):
-            t0 = time.perf_counter()
-            try:
-                resume = _resumable(cells_dir / cell.key, ft, fp)
-                result = finetune(ft, overwrite=not resume, resume=resume,
-                                  task=setup.loaded[cell.task], features_cache=features_cache,
-                                  run_info=cell_run_info(cfg, cell, ft, out), quiet=True)
-                done = result_row(cell, result, setup.loaded[cell.task].labels)
-                break
-            except PretuneError as e:  # a user-facing problem: retrying won't help
-                done = _failed(cell, str(e), t0)
-                break
-            except Exception as e:  # noqa: BLE001 - a crashed cell is reported, never dropped
-                done = _failed(cell, f"{type(e).__name__}: {e}", t0)
-                (cells_dir / f"{cell.key}.traceback.txt").write_text(traceback.format_exc())
-                print(f"  cell {cell.key} crashed (attempt {attempt + 1}): {done.error}")
-        assert done is not None
-        row = done.as_dict()
-        _atomic_write_json(path, row | {"fingerprint": fp})
-        rows.insert(i - 1, row)  # rows keep the plan's order
-        metric = metrics[cell.task]
-        score = row.get(metric, float("nan"))
-        spent.append(time.perf_counter() - t_cell)
-        left = len(todo) - len(spent)
-        eta = f", ETA {duration(left * sum(spent) / len(spent))}" if left else ""
-        print(f"[{i}/{len(cells)}] {cell.task} | {cell.start} | {cell.strategy} | "
-              f"{cell.budget_label} | seed {cell.seed}: {row['status']} {metric}={score:.3f} "
-              f"({row['seconds']:.0f}s) | {len(rows)}/{len(cells)} cells done{eta}", flush=True)
-    return rows
-
-
 __all__ = ["Cell", "Phase", "Row", "Setup", "StartSpec", "ZERO_SHOT", "cell_config",
-           "plan_cells", "run_cells", "start_finetune", "strategy_label", "task_label"]
+           "plan_cells", "result_row", "start_finetune", "strategy_label", "task_label"]

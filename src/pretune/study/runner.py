@@ -1,7 +1,7 @@
 """``pretune study``: the phases before the matrix -> the fine-tuning matrix -> one report.
 
 The runner only calls public entry points: a modality's setup (``phases.text_setup`` or
-``vision.image_setup``), the matrix (``matrix.run_cells``, every cell the one fine-tuning
+``vision.image_setup``), the matrix (``cells.run_cells``, every cell the one fine-tuning
 path), and the report; the training loop knows nothing about studies.
 """
 
@@ -13,12 +13,12 @@ import warnings
 from pathlib import Path
 
 from pretune.config import ImageStudyConfig, StudyConfig, dump_yaml
+from pretune.study.cells import run_cells
 from pretune.study.environment import environment
 from pretune.study.matrix import (
     Phase,
     Setup,
     plan_cells,
-    run_cells,
     start_finetune,
     task_label,
     task_labels,
@@ -58,14 +58,18 @@ def trivial_baselines(cfg: StudyConfig | ImageStudyConfig, setup: Setup) -> dict
     return out
 
 
-def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False) -> Path:
-    """Run (or resume) the whole study; returns the report directory ``runs/<name>``."""
+def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False,
+              workers: int = 1) -> Path:
+    """Run (or resume) the whole study; returns the report directory ``runs/<name>``.
+    ``workers`` > 1: the fine-tuning cells run in that many processes at once (each with
+    its share of the CPU threads, or one GPU); the phases before the matrix run first."""
     out = Path(cfg.output_dir) / cfg.name
     with run_lock(out):  # two identical studies at once would share one pre-training
-        return _run_study(cfg, out, overwrite)
+        return _run_study(cfg, out, overwrite, workers)
 
 
-def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool) -> Path:
+def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool,
+               workers: int = 1) -> Path:
     saved_cfg = out / "study.yaml"
     if overwrite:
         remove_run(out)
@@ -83,7 +87,7 @@ def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool) 
         else text_setup(cfg, out, phases)
     metric = study_metrics(cfg)
     try:
-        rows = run_cells(cfg, setup, out, metric)
+        rows = run_cells(cfg, setup, out, metric, workers)
     except KeyboardInterrupt:
         print(f"study {cfg.name} interrupted; finished cells are kept, run the same command "
               "again to resume", flush=True)

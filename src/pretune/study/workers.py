@@ -1,0 +1,106 @@
+"""``pretune study --workers N``: the matrix's cells run in N worker processes at once.
+
+Cells are independent runs, so a study is embarrassingly parallel; what makes it fast or slow
+is how the workers share the machine. Each worker is a fresh process (``spawn``: no forked
+torch / CUDA state) pinned to its share of it: on a GPU machine worker i sees one GPU
+(``CUDA_VISIBLE_DEVICES``, round robin), on a CPU it gets ``cores // N`` threads
+(``torch.set_num_threads``) — two trainings that each take every core of a 2-core machine ran
+5-20x slower side by side. The tasks are loaded once in the parent and sent to each worker once.
+
+Cells that share work stay together: the scikit-learn probe cells of one task and start run in
+one worker, in plan order, so they extract that start's features once (the same cache a
+sequential run uses). Every cell still writes its own JSON, so an interrupted parallel study
+resumes like a sequential one. Each cell's result depends only on its seed and inputs, so the
+rows equal a sequential run's on the same thread count (on CPU, a different thread count can
+change float reductions in the last bits).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+_LOADED: dict[str, Any] = {}  # in a worker: task label -> its loaded task
+
+
+def cores() -> int:
+    """The cores this process may use (its CPU affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, cores() // max(1, workers))
+
+
+def _init(loaded: dict[str, Any], threads: int, slots: Any, gpus: int) -> None:
+    slot = slots.get()
+    if gpus:  # before anything touches CUDA in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    torch.set_num_threads(threads)
+    _LOADED.update(loaded)
+
+
+def _run_group(run_cell: Callable[..., dict], cfg: Any, out: Path, group: list[tuple]
+               ) -> list[tuple[int, Any, dict]]:
+    features_cache: dict = {}
+    return [(i, cell, run_cell(cfg, cell, ft, fp, _LOADED[cell.task], out, features_cache))
+            for i, cell, ft, fp in group]
+
+
+def groups(todo: list[tuple]) -> list[list[tuple]]:
+    """The todo cells in units of work: a task x start's scikit-learn probe cells together
+    (they share extracted features), every other cell alone; in plan order."""
+    out: list[list[tuple]] = []
+    probe: dict[tuple[str, str], list[tuple]] = {}
+    for item in todo:
+        cell = item[1]
+        if cell.strategy.endswith("-sklearn"):
+            key = (cell.task, cell.start)
+            if key not in probe:
+                probe[key] = []
+                out.append(probe[key])
+            probe[key].append(item)
+        else:
+            out.append([item])
+    return out
+
+
+def run_parallel(cfg: Any, setup: Any, out: Path, todo: list[tuple], workers: int,
+                 progress: Callable[..., None], run_cell: Callable[..., dict]
+                 ) -> dict[int, dict]:
+    """Run ``todo`` in ``workers`` processes, each cell with ``run_cell`` (``cells.run_cell``,
+    sent by reference); ``progress`` is called in the parent as each cell finishes.
+    Returns plan place -> row."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    threads = threads_per_worker(workers) if not gpus else 1
+    ctx = get_context("spawn")
+    slots = ctx.Queue()
+    for k in range(workers):
+        slots.put(k)
+    print(f"running {len(todo)} cells in {workers} workers ("
+          + (f"{gpus} GPUs, one per worker" if gpus else f"{threads} CPU threads each") + ")",
+          flush=True)
+    ran: dict[int, dict] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init,
+                             initargs=(setup.loaded, threads, slots, gpus)) as pool:
+        pending = {pool.submit(_run_group, run_cell, cfg, out, g) for g in groups(todo)}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                for i, cell, row in f.result():
+                    ran[i] = row
+                    progress(i, cell, row)
+    return ran
