@@ -12,7 +12,7 @@ $PIP install -q --upgrade pip >/dev/null 2>&1 || true
 # The CPU wheel first: later requirements that 2.13 satisfies then install nothing more.
 .venv/bin/python -c "import torch" 2>/dev/null || $PIP install -q "torch==2.13.0"
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev,bench,tracking,scale]"
+[ "${1:-}" = "--dev" ] && extras="[dev,bench,tracking,scale,ray]"
 $PIP install -q -e ".${extras}"
 .venv/bin/pretune install-data >/dev/null
 # --dev: Debian's chromium for the report's headless-browser test and redis-server for the

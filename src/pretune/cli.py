@@ -149,21 +149,25 @@ def generate(model: str, input: str, *overrides: str, output: str = "",
     run(model, input, output or None, list(overrides), overwrite=overwrite)
 
 
-def study(*args: str, overwrite: bool = False, workers: int = 1) -> None:
+def study(*args: str, overwrite: bool = False, workers: int = 1,
+          backend: str = "processes") -> None:
     """Run a study: did pre-training help, by how much, at what cost? Writes one report.
 
     ARGS: an optional YAML file (e.g. configs/quickstart.yaml, or
     configs/vision-quickstart.yaml for images), then key=value overrides of StudyConfig
     (ImageStudyConfig when the config says `modality: image`). Output: runs/<name>/report.html,
     report.md, results.csv, summary.csv. Rerunning skips finished cells. --workers N runs the
-    fine-tuning cells N at a time, each worker on its share of the CPU cores or on one GPU.
+    fine-tuning cells N at a time, each worker on its share of the CPU cores or on one GPU;
+    --backend ray runs them as Ray tasks (the cluster at RAY_ADDRESS, else a local Ray).
     """
     cfg = load_command_config("study", args)  # validate before heavy imports
     if workers < 1:
         raise PretuneError(f"--workers {workers}: give 1 or more worker processes")
+    if backend not in ("processes", "ray"):
+        raise PretuneError(f"--backend {backend}: use processes (this machine) or ray")
     from pretune.study.runner import run_study as run
 
-    run(cfg, overwrite=overwrite, workers=workers)
+    run(cfg, overwrite=overwrite, workers=workers, backend=backend)
 
 
 def compare(*studies: str, output: str = "") -> None:
@@ -276,6 +280,7 @@ FLAG_HELP: dict[str | tuple[str, str], str] = {
     ("generate", "output"): "write JSONL here (default: stdout)",
     ("compare", "output"): "the report directory (default: runs/compare-<a>-vs-<b>)",
     "workers": "fine-tuning cells run N at a time (each with cores/N threads, or one GPU)",
+    "backend": "processes (worker processes on this machine) or ray (RAY_ADDRESS, else local)",
 }
 
 

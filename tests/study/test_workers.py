@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from pretune.cli import main
@@ -48,6 +49,30 @@ def test_parallel_cells_equal_sequential(tmp_path, monkeypatch, tiny_study_yaml,
     assert "cells done" not in capsys.readouterr().out
 
 
+def test_ray_backend_on_a_local_ray_equals_sequential(tmp_path, monkeypatch, tiny_study_yaml,
+                                                      capsys):
+    """The same cells as Ray tasks on a local Ray started by the run (no RAY_ADDRESS)."""
+    pytest.importorskip("ray", reason="needs Ray (pretune[ray])")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_study_yaml)
+    base = [f"output_dir={tmp_path / 'runs'}", f"prepare.output_dir={tmp_path / 'data'}",
+            *MATRIX, "strategies=[{name: linear-probe, sklearn: true}]"]
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seq = run_study(load_config(StudyConfig, path, [*base, "name=seq"]))
+        capsys.readouterr()
+        assert main(["study", str(path), *base, "name=ray", "--workers", "2",
+                     "--backend", "ray"]) == 0
+    finally:
+        torch.set_num_threads(old)
+    assert "cells as Ray tasks on a local Ray (1 CPUs each)" in capsys.readouterr().out
+    assert _rows(seq) == _rows(tmp_path / "runs" / "ray") and len(_rows(seq)) == 4
+
+
 def test_probe_cells_of_a_start_stay_together():
     class C:
         def __init__(self, task, start, strategy):
@@ -60,6 +85,8 @@ def test_probe_cells_of_a_start_stay_together():
     assert threads_per_worker(1) >= threads_per_worker(2) >= 1
 
 
-def test_workers_must_be_positive(capsys):
+def test_workers_and_backend_are_checked(capsys):
     assert main(["study", "--workers", "0"]) == 2
     assert "--workers 0" in capsys.readouterr().err
+    assert main(["study", "--backend", "dask"]) == 2
+    assert "--backend dask: use processes" in capsys.readouterr().err

@@ -157,13 +157,18 @@ class Progress:
               f"({row['seconds']:.0f}s) | {self.done}/{self.n_cells} cells done{eta}", flush=True)
 
 
-def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str], workers: int = 1
-              ) -> list[dict[str, Any]]:
+def run_cells(cfg: Any, setup: Setup, out: Path, metrics: dict[str, str], workers: int = 1,
+              backend: str = "processes") -> list[dict[str, Any]]:
     """Run (or reuse) every cell; each finished cell is written atomically. Returns the rows
-    in the plan's order. ``workers`` > 1: cells run concurrently (``study.workers``)."""
+    in the plan's order. ``workers`` > 1 (or ``backend="ray"``): cells run concurrently, in
+    worker processes or as Ray tasks (``study.workers``)."""
     cells, rows, todo = plan_todo(cfg, setup, out)
     progress = Progress(len(cells), len(todo), len(rows), metrics)
-    if workers > 1 and len(todo) > 1:
+    if backend == "ray" and todo:
+        from pretune.study.workers import run_ray
+
+        ran = run_ray(cfg, setup, out, todo, workers, progress, run_cell)
+    elif workers > 1 and len(todo) > 1:
         from pretune.study.workers import run_parallel
 
         ran = run_parallel(cfg, setup, out, todo, workers, progress, run_cell)

@@ -59,17 +59,18 @@ def trivial_baselines(cfg: StudyConfig | ImageStudyConfig, setup: Setup) -> dict
 
 
 def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False,
-              workers: int = 1) -> Path:
+              workers: int = 1, backend: str = "processes") -> Path:
     """Run (or resume) the whole study; returns the report directory ``runs/<name>``.
     ``workers`` > 1: the fine-tuning cells run in that many processes at once (each with
-    its share of the CPU threads, or one GPU); the phases before the matrix run first."""
+    its share of the CPU threads, or one GPU); the phases before the matrix run first.
+    ``backend="ray"``: the cells are Ray tasks (the cluster at ``RAY_ADDRESS``, else local)."""
     out = Path(cfg.output_dir) / cfg.name
     with run_lock(out):  # two identical studies at once would share one pre-training
-        return _run_study(cfg, out, overwrite, workers)
+        return _run_study(cfg, out, overwrite, workers, backend)
 
 
 def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool,
-               workers: int = 1) -> Path:
+               workers: int = 1, backend: str = "processes") -> Path:
     saved_cfg = out / "study.yaml"
     if overwrite:
         remove_run(out)
@@ -87,7 +88,7 @@ def _run_study(cfg: StudyConfig | ImageStudyConfig, out: Path, overwrite: bool,
         else text_setup(cfg, out, phases)
     metric = study_metrics(cfg)
     try:
-        rows = run_cells(cfg, setup, out, metric, workers)
+        rows = run_cells(cfg, setup, out, metric, workers, backend)
     except KeyboardInterrupt:
         print(f"study {cfg.name} interrupted; finished cells are kept, run the same command "
               "again to resume", flush=True)

@@ -1,4 +1,5 @@
-"""``pretune study --workers N``: the matrix's cells run in N worker processes at once.
+"""``pretune study --workers N [--backend ray]``: the matrix's cells run N at a time, in
+worker processes on this machine or as Ray tasks on a cluster.
 
 Cells are independent runs, so a study is embarrassingly parallel; what makes it fast or slow
 is how the workers share the machine. Each worker is a fresh process (``spawn``: no forked
@@ -103,4 +104,51 @@ def run_parallel(cfg: Any, setup: Any, out: Path, todo: list[tuple], workers: in
                 for i, cell, row in f.result():
                     ran[i] = row
                     progress(i, cell, row)
+    return ran
+
+
+def _ray_group(run_cell: Callable[..., dict], cfg: Any, out: Path, group: list[tuple],
+               loaded: dict[str, Any], threads: int) -> list[tuple[int, Any, dict]]:
+    import torch
+
+    torch.set_num_threads(threads)
+    _LOADED.update(loaded)
+    return _run_group(run_cell, cfg, out, group)
+
+
+def run_ray(cfg: Any, setup: Any, out: Path, todo: list[tuple], workers: int,
+            progress: Callable[..., None], run_cell: Callable[..., dict]) -> dict[int, dict]:
+    """The same units of work as Ray tasks: on the cluster at ``RAY_ADDRESS`` (the study
+    directory must be on a filesystem every node sees), else on a local Ray started here with
+    this machine's cores. Each task asks for cores / ``workers`` CPUs (or one GPU), so Ray runs
+    ``workers`` at a time per machine of this size."""
+    try:
+        import ray
+    except ImportError:
+        from pretune.errors import PretuneError
+
+        raise PretuneError("--backend ray needs Ray: pip install 'pretune[ray]'") from None
+    address = os.environ.get("RAY_ADDRESS") or None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else cores(),
+                 include_dashboard=False, configure_logging=False, log_to_driver=True)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    threads = threads_per_worker(workers)
+    task = ray.remote(num_cpus=1 if gpus else threads, num_gpus=1 if gpus else 0)(_ray_group)
+    where = address or "a local Ray"
+    print(f"running {len(todo)} cells as Ray tasks on {where} ("
+          + ("one GPU each" if gpus else f"{threads} CPUs each") + ")", flush=True)
+    loaded = ray.put(setup.loaded)  # sent to each node once, not with every task
+    ran: dict[int, dict] = {}
+    try:
+        pending = [task.remote(run_cell, cfg, out, g, loaded, threads) for g in groups(todo)]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for i, cell, row in ray.get(done[0]):
+                ran[i] = row
+                progress(i, cell, row)
+    finally:
+        if started:
+            ray.shutdown()
     return ran
