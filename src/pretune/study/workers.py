@@ -86,7 +86,7 @@ def run_parallel(cfg: Any, setup: Any, out: Path, todo: list[tuple], workers: in
     import torch
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    threads = threads_per_worker(workers) if not gpus else 1
+    threads = threads_per_worker(workers)  # data work on the CPU, even beside a GPU
     ctx = get_context("spawn")
     slots = ctx.Queue()
     for k in range(workers):
