@@ -168,3 +168,12 @@ def test_artifact_finished_elsewhere_first_is_kept(tmp_path):
     (late / "meta.json").write_text("{}")
     _swap_into_place(late, out, replace=False)
     assert not late.exists() and (out / "train.bin").stat().st_ino == before
+
+
+def test_where_the_dedup_index_lives_does_not_change_the_artifact():
+    plain = PrepareConfig(sources=["builtin:news"])
+    redis = plain.model_copy(update={"clean": plain.clean.model_copy(
+        update={"near_dedup_storage": "redis://localhost:6379/0"})})
+    other = plain.model_copy(update={"clean": plain.clean.model_copy(
+        update={"near_dedup_threshold": 0.7})})
+    assert artifact_dir(redis) == artifact_dir(plain) != artifact_dir(other)

@@ -90,3 +90,22 @@ def test_workers_and_backend_are_checked(capsys):
     assert "--workers 0" in capsys.readouterr().err
     assert main(["study", "--backend", "dask"]) == 2
     assert "--backend dask: use processes" in capsys.readouterr().err
+
+
+def _die(*_args, **_kw):  # a cell whose process is killed (out of memory, a segfault)
+    import os
+
+    os._exit(3)
+
+
+def test_a_dead_worker_is_a_one_line_error_not_a_traceback(tmp_path):
+    from types import SimpleNamespace
+
+    from pretune.errors import PretuneError
+    from pretune.study.matrix import Cell
+    from pretune.study.workers import run_parallel
+
+    todo = [(i, Cell("t", "scratch", "full", 0, 16, "16", i), None, "") for i in (1, 2)]
+    setup = SimpleNamespace(loaded={"t": None})
+    with pytest.raises(PretuneError, match="a worker process died .* after 0 of 2 cells"):
+        run_parallel(None, setup, tmp_path, todo, 2, lambda *a: None, _die)

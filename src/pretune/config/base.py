@@ -189,7 +189,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         raise PretuneError(format_validation_error(e, where, cls)) from None
 
 
-def config_hash(cfg: BaseModel, exclude: set[str] | None = None) -> str:
+def config_hash(cfg: BaseModel, exclude: set[str] | dict[str, Any] | None = None) -> str:
     """Stable short hash of a config's content (cache keys for prepared artifacts)."""
     payload = cfg.model_dump(mode="json", exclude=exclude)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()

@@ -141,10 +141,10 @@ class Cleaner:
         m = re.fullmatch(r"redis://([^/:]+)(?::(\d+))?(?:/(\d+))?", url)
         assert m is not None  # the config's pattern checked it
         params = {"host": m.group(1), "port": int(m.group(2) or 6379), "db": int(m.group(3) or 0)}
-        self._redis = redis.Redis(**params)
+        self._redis = redis.Redis(**params, socket_connect_timeout=5)
         try:
             self._redis.ping()
-        except redis.exceptions.ConnectionError as e:
+        except redis.exceptions.RedisError as e:
             raise PretuneError(f"clean.near_dedup_storage: cannot reach Redis at {url} ({e}); "
                                "start redis-server there, or unset it to keep the index in "
                                "memory") from None
@@ -152,12 +152,20 @@ class Cleaner:
         return {"type": "redis", "basename": self._basename, "redis": params}
 
     def close(self) -> None:
-        """Remove this cleaner's keys from an external index (nothing for the in-memory one)."""
-        if self._redis is not None:
-            keys = list(self._redis.scan_iter(match=self._basename + b"*", count=1000))
-            for i in range(0, len(keys), 1000):
-                self._redis.delete(*keys[i:i + 1000])
-            self._redis = None
+        """Remove this cleaner's keys from an external index (nothing for the in-memory one),
+        1,000 at a time while scanning: the key names never pile up in this process. A killed
+        run leaves its keys under ``pretune-lsh-<id>``; ``redis-cli --scan --pattern
+        'pretune-lsh-*' | xargs redis-cli unlink`` removes them."""
+        if self._redis is None:
+            return
+        batch: list[bytes] = []
+        for key in self._redis.scan_iter(match=self._basename + b"*", count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                self._redis.unlink(*batch)
+                batch = []
+        if batch:
+            self._redis.unlink(*batch)
 
     def transform(self, text: str) -> str:
         """Apply the enabled transforms in a fixed order, counting documents each one changed."""

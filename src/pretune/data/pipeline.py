@@ -45,8 +45,9 @@ from pretune.data.sources import SourceStats, iter_documents, source_files
 from pretune.data.tokenizer import load_tokenizer, train_tokenizer
 from pretune.errors import PretuneError
 
-# Settings that change how fast an artifact is built, not what is in it.
-HASH_EXCLUDE = {"progress", "num_workers", "batch_docs", "output_dir"}
+# Settings that change how fast (or where) an artifact is built, not what is in it.
+HASH_EXCLUDE = {"progress": True, "num_workers": True, "batch_docs": True, "output_dir": True,
+                "clean": {"near_dedup_storage"}}
 SAMPLE_DOCS = 50
 
 

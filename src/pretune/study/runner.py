@@ -65,6 +65,8 @@ def run_study(cfg: StudyConfig | ImageStudyConfig, overwrite: bool = False,
     its share of the CPU threads, or one GPU); the phases before the matrix run first.
     ``backend="ray"``: the cells are Ray tasks (the cluster at ``RAY_ADDRESS``, else local)."""
     out = Path(cfg.output_dir) / cfg.name
+    if backend == "ray":  # Ray tasks on other nodes resolve paths in their own directories
+        out = out.resolve()
     with run_lock(out):  # two identical studies at once would share one pre-training
         return _run_study(cfg, out, overwrite, workers, backend)
 

@@ -40,10 +40,13 @@ def threads_per_worker(workers: int) -> int:
     return max(1, cores() // max(1, workers))
 
 
-def _init(loaded: dict[str, Any], threads: int, slots: Any, gpus: int) -> None:
+def _init(loaded: dict[str, Any], threads: int, slots: Any, gpus: list[str]) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
     slot = slots.get()
-    if gpus:  # before anything touches CUDA in this process
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    if gpus:  # before anything touches CUDA in this process; the parent's own list counts
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -83,20 +86,27 @@ def run_parallel(cfg: Any, setup: Any, out: Path, todo: list[tuple], workers: in
     """Run ``todo`` in ``workers`` processes, each cell with ``run_cell`` (``cells.run_cell``,
     sent by reference); ``progress`` is called in the parent as each cell finishes.
     Returns plan place -> row."""
+    from concurrent.futures.process import BrokenProcessPool
+
     import torch
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    from pretune.errors import PretuneError
+
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    gpus = (visible or [str(i) for i in range(n_gpus)])[:n_gpus] if n_gpus else []
     threads = threads_per_worker(workers)  # data work on the CPU, even beside a GPU
     ctx = get_context("spawn")
     slots = ctx.Queue()
     for k in range(workers):
         slots.put(k)
     print(f"running {len(todo)} cells in {workers} workers ("
-          + (f"{gpus} GPUs, one per worker" if gpus else f"{threads} CPU threads each") + ")",
-          flush=True)
+          + (f"{len(gpus)} GPUs, one per worker" if gpus else f"{threads} CPU threads each")
+          + ")", flush=True)
     ran: dict[int, dict] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init,
-                             initargs=(setup.loaded, threads, slots, gpus)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init,
+                               initargs=(setup.loaded, threads, slots, gpus))
+    try:
         pending = {pool.submit(_run_group, run_cell, cfg, out, g) for g in groups(todo)}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -104,7 +114,24 @@ def run_parallel(cfg: Any, setup: Any, out: Path, todo: list[tuple], workers: in
                 for i, cell, row in f.result():
                     ran[i] = row
                     progress(i, cell, row)
+    except BrokenProcessPool:
+        _stop(pool)
+        raise PretuneError(f"a worker process died (out of memory?) after {len(ran)} of "
+                           f"{len(todo)} cells; finished cells are kept: rerun the same command, "
+                           "with fewer --workers if memory is short") from None
+    except BaseException:  # Ctrl-C / SIGTERM: no queued cell starts; finished ones are kept
+        _stop(pool)
+        raise
+    pool.shutdown()
     return ran
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued groups and end the running workers now (their cells rerun later)."""
+    procs = list(getattr(pool, "_processes", {}).values())  # no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.terminate()
 
 
 def _ray_group(run_cell: Callable[..., dict], cfg: Any, out: Path, group: list[tuple],
@@ -134,7 +161,9 @@ def run_ray(cfg: Any, setup: Any, out: Path, todo: list[tuple], workers: int,
         ray.init(address=address, num_cpus=None if address else cores(),
                  include_dashboard=False, configure_logging=False, log_to_driver=True)
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    threads = threads_per_worker(workers)
+    largest = max((n.get("Resources", {}).get("CPU", 1) for n in ray.nodes() if n.get("Alive")),
+                  default=1)
+    threads = max(1, min(threads_per_worker(workers), int(largest)))  # fits on some node
     task = ray.remote(num_cpus=1 if gpus else threads, num_gpus=1 if gpus else 0)(_ray_group)
     where = address or "a local Ray"
     print(f"running {len(todo)} cells as Ray tasks on {where} ("
