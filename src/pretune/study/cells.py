@@ -144,7 +144,7 @@ class Progress:
         self.n_cells, self.n_todo, self.done, self.metrics = n_cells, n_todo, n_done, metrics
         self.t0, self.ran = time.perf_counter(), 0
 
-    def __call__(self, i: int, cell: Cell, row: dict[str, Any], workers: int = 1) -> None:
+    def __call__(self, i: int, cell: Cell, row: dict[str, Any]) -> None:
         self.ran += 1
         self.done += 1
         metric = self.metrics[cell.task]

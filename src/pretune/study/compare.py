@@ -66,12 +66,17 @@ def _names(reps: list[dict]) -> list[str]:
 
 def _config_diff(reps: list[dict], names: list[str]) -> list[Block]:
     flats = [_flat(r["config"]) for r in reps]
-    keys = sorted(set().union(*flats))
-    skip = {"name", "output_dir"}
-    body = [[k, *(json.dumps(f.get(k, "–"), ensure_ascii=False) if not isinstance(
-        f.get(k, "–"), str) else f.get(k, "–") for f in flats)]
-            for k in keys if k not in skip and len({json.dumps(f.get(k), sort_keys=True,
-                                                               default=str) for f in flats}) > 1]
+    missing = object()
+
+    def shown(v: Any) -> str:
+        return "–" if v is missing else v if isinstance(v, str) else json.dumps(
+            v, ensure_ascii=False, default=str)
+
+    body = []
+    for k in sorted(set().union(*flats) - {"name", "output_dir"}):
+        values = [shown(f.get(k, missing)) for f in flats]
+        if len(set(values)) > 1:
+            body.append([k, *values])
     if not body:
         return [("p", "The configurations are identical (apart from name and output_dir).", "")]
     return [("table", ["setting", *names], body, [])]

@@ -103,11 +103,13 @@ def _verdict_blocks(task: str, comps: list[dict], rows: list[dict], metric: str,
             cls += " good" if better else " bad"
         return verdict(c, corpus=corpus, labels=saved), cls
 
-    for c in headlines(mine):
-        blocks.append(("p", *sentence(c)))
-    if len(mine) > len(headlines(mine)):
+    said = [sentence(c) for c in mine]  # labels_saved bootstraps: once per comparison
+    top = headlines(mine)
+    for c in top:
+        blocks.append(("p", *said[mine.index(c)]))
+    if len(mine) > len(top):
         blocks.append(("details", f"All {len(mine)} comparisons on {task}, most informative "
-                       "first", [sentence(c)[0] for c in mine]))
+                       "first", [text for text, _ in said]))
     return blocks
 
 
