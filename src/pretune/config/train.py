@@ -56,6 +56,9 @@ class LoopConfig(Section):
     min_steps: int | None = Field(None, ge=1)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Under torchrun: ddp (each process holds the model) or fsdp (weights, gradients and
+    # optimizer state sharded over the processes; sharded checkpoints). One process: neither.
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA
     compile: bool = False
     tf32: bool = True

@@ -30,6 +30,7 @@ STATE_FILE = "trainer_state.pt"
 EXTRA_WEIGHTS = "trainable.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _TEMP = re.compile(r"^\.(?:tmp-step-\d+|old-step-\d+|latest|best-tmp)-(\d+)(?:\.safetensors)?$")
+_SHARDS = re.compile(r"^\.dcp-step-\d+$")  # FSDP shards of a save cut short (all ranks write)
 _BEST = re.compile(r"^best-step-(\d+)\.safetensors$")
 
 
@@ -85,10 +86,12 @@ def step_dirs(root: Path) -> list[tuple[int, Path]]:
 def save_checkpoint(
     root: Path, step: int, model: nn.Module, save_fn: Callable[[nn.Module, Path], None],
     state: dict[str, Any], keep_last: int, keep_steps: set[int] = frozenset(),
+    add: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``root/step-<step>`` atomically, point ``root/latest`` at it, prune old ones.
 
-    ``keep_steps``: checkpoints never pruned (the best one)."""
+    ``keep_steps``: checkpoints never pruned (the best one). ``add(tmp)``: puts more into
+    the checkpoint before it is renamed into place (FSDP's sharded state)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
@@ -101,6 +104,8 @@ def save_checkpoint(
     if missing:  # e.g. a PEFT dir (adapter names differ) or a custom save_fn
         save_file({n: needed[n].detach().cpu().contiguous() for n in sorted(missing)},
                   str(tmp / EXTRA_WEIGHTS))
+    if add is not None:
+        add(tmp)
     torch.save(state, tmp / STATE_FILE)
     if final.exists():  # re-saving the same step (e.g. interrupt right after a periodic save)
         old = root / f".old-step-{step}-{os.getpid()}"
@@ -140,7 +145,8 @@ def clean_stale(root: Path) -> list[str]:
         return removed
     for p in root.iterdir():
         m = _TEMP.match(p.name)
-        if m and (int(m.group(1)) == os.getpid() or not _alive(int(m.group(1)))):
+        if _SHARDS.match(p.name) or m and (int(m.group(1)) == os.getpid()
+                                           or not _alive(int(m.group(1)))):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p.name)
     return removed

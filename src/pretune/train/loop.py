@@ -4,7 +4,8 @@ One optimizer step = ``grad_accum`` micro-batches. The loss is accumulated on th
 read back only every ``log_every`` steps (no per-step host sync). Checkpoints are atomic and
 resume is exact (bitwise on CPU with a fixed seed): ``TrainState`` is what a checkpoint saves
 beside the weights, optimizer, scheduler, RNG and batch-stream position. Under ``torchrun``
-(WORLD_SIZE > 1) the model is wrapped in DDP and only rank 0 writes.
+(WORLD_SIZE > 1) the model is wrapped in DDP or sharded with FSDP (``train.strategy``, see
+``pretune.train.parallel``) and only rank 0 writes.
 
 Read top to bottom: ``fit`` itself (setup, the epoch loop, the end), then the steps it is
 made of. The types it takes and returns are in ``pretune.train.state``.
@@ -28,6 +29,7 @@ from pretune.config import LoopConfig, OptimConfig
 from pretune.errors import PretuneError
 from pretune.models.backbone import Backbone
 from pretune.train import checkpoint as ckpt
+from pretune.train import parallel
 from pretune.train.logger import RunLog
 from pretune.train.profiler import StepProfiler
 from pretune.train.runtime import (
@@ -37,10 +39,9 @@ from pretune.train.runtime import (
     default_param_groups,
     default_save,
     default_tokens,
-    distributed,
+    init_process,
     make_optimizer,
     peak_memory_mb,
-    resolve_device,
     signals_to_flag,
     to_device,
     total_steps,
@@ -140,8 +141,8 @@ def fit(
 class _Run:
     """One ``fit`` call's working set; its methods are the steps ``fit`` reads as."""
 
-    model: nn.Module
-    net: nn.Module  # model + loss as one module (DDP-wrapped under torchrun)
+    model: nn.Module  # the module the optimizer steps (under fsdp: a sharded copy)
+    engine: parallel.Engine  # net: model + loss as one module (DDP / FSDP under torchrun)
     batches: BatchStream
     loop: LoopConfig
     optim: OptimConfig
@@ -182,31 +183,23 @@ class _Run:
               optim: OptimConfig, out_dir: Path | None, param_groups: list[dict] | None,
               evaluation: Evaluation | None, hooks: Hooks, save_fn: Callable, tokens_of: Callable,
               checkpoints: bool = True) -> _Run:
-        rank, world, local_rank = distributed()
-        device = resolve_device(loop.device, local_rank)
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-            torch.backends.cuda.matmul.allow_tf32 = loop.tf32
-            torch.backends.cudnn.allow_tf32 = loop.tf32
+        rank, world, device = init_process(loop.device, loop.tf32)
         torch.manual_seed(loop.seed)  # dropout stream (a resume restores the saved RNG instead)
-        model.to(device)
-        model.train()
-        optimizer = make_optimizer(param_groups or default_param_groups(model, optim.weight_decay),
-                                   optim, device)
+        groups = param_groups or default_param_groups(model, optim.weight_decay)
+        if loop.compile:
+            Backbone(model).encoder.compile()  # in place: state_dict keys stay unchanged
+        engine = parallel.build(model, LossModule(model, loss_fn), loop.strategy, device, world)
+        parallel.check_supported(engine, optim.l1, hooks)
+        if engine.sharded:
+            groups = parallel.remap_groups(groups, model, engine.trained)
+        engine.trained.train()
+        optimizer = make_optimizer(groups, optim, device, fused_ok=not engine.sharded)
         schedule = Schedule(optim, total_steps(loop, len(batches), None))
         # A lambda, not the Schedule: LambdaLR would pickle a callable object into its state.
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s))
-        if loop.compile:
-            Backbone(model).encoder.compile()  # in place: state_dict keys stay unchanged
-        net: nn.Module = LossModule(model, loss_fn)
-        if world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            net = DDP(net, device_ids=[device] if device.type == "cuda" else None)
         use_bf16 = loop.precision == "bf16" or (loop.precision == "auto" and device.type == "cuda")
-        run = cls(model, net, batches, loop, optim, optimizer, scheduler, schedule, evaluation,
+        run = cls(engine.trained, engine, batches, loop, optim, optimizer, scheduler, schedule,
+                  evaluation,
                   hooks, save_fn, tokens_of, device, world, rank == 0, use_bf16,
                   out_dir / "checkpoints" if out_dir is not None and checkpoints else None, out_dir,
                   trajectory_hash(loop, optim))
@@ -229,8 +222,7 @@ class _Run:
             raise PretuneError(
                 f"cannot resume from {last}: it was trained with different optim / batch_size / "
                 "grad_accum / seed / precision settings; use the same config or --overwrite")
-        ckpt.load_weights(self.model, last)
-        self.optimizer.load_state_dict(saved["optimizer"])
+        parallel.load_checkpoint(self.engine, self.optimizer, last, saved)
         self.scheduler.load_state_dict(saved["scheduler"])
         self.batches.load_state_dict(saved["batches"])
         self.state = TrainState.from_dict(saved["counters"])
@@ -269,10 +261,9 @@ class _Run:
         n_tok = self.tokens_of(batch) * self.world
         batch = to_device(batch, self.device)
         sync = st.micro % loop.grad_accum == 0
-        no_sync = self.net.no_sync() if self.world > 1 and not sync else contextlib.nullcontext()
-        with no_sync:
+        with parallel.accumulate(self.engine, sync):
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.use_bf16):
-                loss = self.net(batch)
+                loss = self.engine.net(batch)
                 total = loss / loop.grad_accum
                 if sync and optim.l1 > 0:  # L1 on weight matrices
                     total = total + optim.l1 * sum(p.abs().sum() for p in self.params
@@ -294,7 +285,8 @@ class _Run:
         if not sync:
             return False
         # The norm before clipping (inf: measured, not clipped), summed on the device.
-        norm = torch.nn.utils.clip_grad_norm_(self.params, optim.grad_clip or math.inf)
+        norm = parallel.plain(torch.nn.utils.clip_grad_norm_(self.params,
+                                                             optim.grad_clip or math.inf))
         self.grad_norm_sum += norm.detach().float()
         self.norm_count += 1
         self.optimizer.step()
@@ -332,11 +324,14 @@ class _Run:
 
     def log_train(self, epoch: int, flag: dict[str, bool]) -> None:
         st = self.state
-        sums = torch.stack([self.loss_sum, self.grad_norm_sum]).tolist()  # the one host sync
-        avg = sums[0] / max(self.loss_count, 1)
+        loss = self.loss_sum / max(self.loss_count, 1)
+        if self.world > 1:  # the loss of the whole (all ranks') batch; the norm is global
+            dist.all_reduce(loss)
+            loss = loss / self.world
+        avg, norm_sum = torch.stack([loss, self.grad_norm_sum]).tolist()  # the one host sync
         now = time.perf_counter()
         rec = {"kind": "train", "step": st.step, "epoch": epoch, "tokens": st.tokens,
-               "loss": avg, "lr": self.scheduler.get_last_lr()[0], "grad_norm": sums[1] / max(self.norm_count, 1),
+               "loss": avg, "lr": self.scheduler.get_last_lr()[0], "grad_norm": norm_sum / max(self.norm_count, 1),
                "tokens_per_s": self.window_tokens / max(now - self.window_t0, 1e-9),
                "elapsed_s": now - self.t0, "peak_mem_mb": peak_memory_mb(self.device)}
         st.history.append(rec)
@@ -363,7 +358,7 @@ class _Run:
         self.check_nan()  # a NaN model is not evaluated (its metrics would fail, or lie)
         self.model.eval()
         with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16,
-                                             enabled=self.use_bf16):
+                                             enabled=self.use_bf16), parallel.unsharded(self.engine):
             metrics = {k: float(v) for k, v in ev.fn(self.model).items()}
         self.model.train()
         st.last_eval_step = st.step
@@ -380,8 +375,7 @@ class _Run:
             if st.best_metric is None or ev.better(value, st.best_metric):
                 st.best_metric, st.best_step, st.bad_evals = value, st.step, 0
                 if ev.restore_best:
-                    self.best_state = {k: v.detach().to("cpu", copy=True)
-                                       for k, v in self.model.state_dict().items()}
+                    self.best_state = parallel.snapshot(self.engine)
             else:
                 st.bad_evals += 1
             st.last_metric = value
@@ -402,21 +396,25 @@ class _Run:
         if st.last_eval_step == st.step and st.last_metric is not None:
             st.ckpt_metrics[st.step] = st.last_metric
         path = None
+        add_shards = parallel.sharded_checkpoint(self.engine, self.optimizer, self.root, st.step,
+                                                 self.is_main)
         if self.is_main:
             st.elapsed = time.perf_counter() - self.t0
-            state = {"optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(),
+            state = {"scheduler": self.scheduler.state_dict(),
                      "batches": self.batches.state_dict(), "rng": ckpt.rng_state(),
                      "config_hash": self.trajectory, "counters": st.to_dict()}
+            if not self.engine.sharded:  # fsdp: the optimizer's shards are in dcp/
+                state["optimizer"] = self.optimizer.state_dict()
             scored = st.ckpt_metrics
             # The best scored checkpoint survives pruning.
             sign = -1.0 if self.evaluation is not None and self.evaluation.mode == "max" else 1.0
             keep = {min(scored, key=lambda s: sign * scored[s])} if scored else set()
-            if self.best_state is not None and st.best_step is not None:
+            if self.best_state is not None and st.best_step is not None \
+                    and not self.engine.sharded:  # fsdp: the best step's checkpoint is kept
                 # restore_best: a resumed run must still end on these weights
                 ckpt.save_best(self.root, st.best_step, self.best_state)
-            path = ckpt.save_checkpoint(self.root, st.step, self.model, self.save_fn, state,
-                                        self.loop.keep_last, keep)
+            path = ckpt.save_checkpoint(self.root, st.step, self.engine.model, self.save_fn,
+                                        state, self.loop.keep_last, keep, add_shards)
             ckpt.prune_best(self.root, st.best_step)
         if self.world > 1:
             dist.barrier()
@@ -434,9 +432,9 @@ class _Run:
             last_path = self.save() if self.last_saved != st.step else \
                 ckpt.latest_checkpoint(self.root)
         ev = self.evaluation
-        if ev is not None and ev.restore_best and st.best_step is not None \
-                and st.best_step != st.step:
-            ckpt.restore_best(self.model, self.root, st.best_step, self.best_state)
+        best = ev is not None and ev.restore_best and st.best_step not in (None, st.step)
+        parallel.final_weights(self.engine, st.best_step if best else None, self.best_state,
+                               self.root, self.device)
         return FitResult(steps=st.step, tokens=st.tokens, seconds=time.perf_counter() - self.t0,
                          history=st.history, best_metric=st.best_metric, best_step=st.best_step,
                          stopped_reason=self.stopped, last_checkpoint=last_path,

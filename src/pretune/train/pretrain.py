@@ -203,7 +203,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False,
 def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, overwrite: bool,
               trackers: Trackers | None) -> Path:
     rank, world, _ = distributed()
-    if run_dir.exists() and not resume and not overwrite and any(run_dir.iterdir()):
+    # Rank 0 decides about the run dir (the others would see the dir rank 0 has just made).
+    if rank == 0 and run_dir.exists() and not resume and not overwrite \
+            and any(run_dir.iterdir()):
         raise PretuneError(
             f"{run_dir} already exists; pass --resume to continue it or --overwrite to replace it")
     if resume and ckpt.latest_checkpoint(run_dir / "checkpoints") is None:

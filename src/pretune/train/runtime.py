@@ -39,6 +39,20 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return torch.device(name)
 
 
+def init_process(device_name: str, tf32: bool = True) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process; joins torchrun's process group (NCCL on
+    GPUs, gloo on CPUs) the first time."""
+    rank, world, local_rank = distributed()
+    device = resolve_device(device_name, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    return rank, world, device
+
+
 def no_decay_ids(model: nn.Module) -> set[int]:
     """Ids of the parameters weight decay must not touch: biases, normalisation weights (by
     module type or by name, e.g. BERT's ``LayerNorm`` or GPT-2's ``ln_f``) and anything 1-D —
@@ -65,15 +79,16 @@ def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(groups: list[dict], optim: OptimConfig, device: torch.device
-                   ) -> torch.optim.Optimizer:
+def make_optimizer(groups: list[dict], optim: OptimConfig, device: torch.device,
+                   fused_ok: bool = True) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     for g in groups:
         g.setdefault("weight_decay", optim.weight_decay)
     if optim.name == "sgd":
         return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
     cls = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
-    fused = device.type == "cuda"  # one kernel for all params on GPU; foreach loop on CPU
+    # One kernel for all params on GPU; foreach loop on CPU and for FSDP's DTensor shards.
+    fused = device.type == "cuda" and fused_ok
     return cls(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=fused)
 
 

@@ -1,0 +1,283 @@
+"""How the model is spread over ``torchrun``'s processes: ``train.strategy``.
+
+- ``ddp`` (default): every process holds the whole model; DDP averages the gradients.
+- ``fsdp``: each process holds 1/world of every weight, gradient and optimizer state, through
+  PyTorch's own ``fully_shard`` (FSDP2: per-parameter DTensor shards). Chosen over
+  accelerate's FSDP plugin because the loop is already ours: FSDP2 is one call per module,
+  no wrapper class, no second set of loop conventions, and the same API on CPU (gloo, what the
+  tests run) and GPUs (NCCL). Each transformer block (the model's ``_no_split_modules``) is
+  one all-gather unit; the rest (embeddings, norms, heads) is the root unit. Checkpoints are
+  sharded with ``torch.distributed.checkpoint`` (DCP: each rank writes its own shards, in
+  ``step-N/dcp/``) beside the plain HF export rank 0 writes from the gathered weights.
+
+The caller's model stays a plain module: under fsdp the loop trains a sharded copy of it and
+gathers the weights back into it (one tensor at a time) at every checkpoint and at the end,
+so what ``fit`` returns to is the same for every strategy. In one process both are plain
+training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from pretune.errors import PretuneError
+from pretune.train import checkpoint as ckpt
+
+
+@dataclass
+class Engine:
+    kind: str  # "single" | "ddp" | "fsdp"
+    net: nn.Module  # what the loop calls: loss = net(batch)
+    trained: nn.Module  # the module the optimizer steps (the sharded copy under fsdp)
+    model: nn.Module  # the caller's model; holds the final weights when fit returns
+
+    @property
+    def sharded(self) -> bool:
+        return self.kind == "fsdp"
+
+
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """FSDP's units: the blocks HF says not to split (``_no_split_modules`` of every model
+    inside) that hold no weight tied to one outside them (BERT's word embeddings are its
+    decoder's too: those stay in the root unit)."""
+    names: set[str] = set()
+    for m in model.modules():
+        names |= set(getattr(m, "_no_split_modules", None) or ())
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+    found = []
+    for m in model.modules():
+        if type(m).__name__ not in names:
+            continue
+        inside: dict[int, int] = {}
+        for _, p in m.named_parameters(remove_duplicate=False):
+            inside[id(p)] = inside.get(id(p), 0) + 1
+        if all(uses[i] == n for i, n in inside.items()) and \
+                not any(m in b.modules() for b in found):
+            found.append(m)
+    return found
+
+
+def build(model: nn.Module, net: nn.Module, strategy: str, device: torch.device,
+          world: int) -> Engine:
+    """``net`` is ``LossModule(model, loss_fn)``; returns what the loop trains."""
+    if world == 1:
+        model.to(device)
+        return Engine("single", net, model, model)
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model.to(device)
+        return Engine("ddp", DDP(net, device_ids=[device] if device.type == "cuda" else None),
+                      model, model)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world,))
+    trained = copy.deepcopy(model)  # host memory; its shards move to the device
+    sharded_net = type(net)(trained, net.loss_fn)
+    for block in blocks(trained):
+        fully_shard(block, mesh=mesh)
+    fully_shard(sharded_net, mesh=mesh)
+    return Engine("fsdp", sharded_net, trained, model)
+
+
+def check_supported(engine: Engine, l1: float, hooks: object) -> None:
+    if not engine.sharded:
+        return
+    if l1 > 0:
+        raise PretuneError("optim.l1 is not supported with train.strategy=fsdp; set optim.l1=0 "
+                           "or use train.strategy=ddp")
+    if getattr(hooks, "on_epoch_start", None) is not None or \
+            getattr(hooks, "extra_loss", None) is not None:
+        raise PretuneError("this fine-tuning strategy changes the model between epochs "
+                           "(gradual unfreezing / L2-SP), which train.strategy=fsdp does not "
+                           "support; use train.strategy=ddp")
+
+
+def remap_groups(groups: list[dict], model: nn.Module, trained: nn.Module) -> list[dict]:
+    """The caller's parameter groups (of ``model``), pointing at ``trained``'s parameters."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    new = dict(trained.named_parameters())
+    return [{**g, "params": [new[name_of[id(p)]] for p in g["params"]]} for g in groups]
+
+
+def accumulate(engine: Engine, sync: bool) -> contextlib.AbstractContextManager:
+    """A micro-batch that does not end a step skips the gradient all-reduce/reduce-scatter."""
+    if engine.kind == "ddp" and not sync:
+        return engine.net.no_sync()
+    if engine.sharded:
+        engine.net.set_requires_gradient_sync(sync)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def unsharded(engine: Engine) -> Iterator[None]:
+    """Evaluation calls the model, not ``net``: gather the root unit's weights around it (the
+    blocks gather their own in their forward). Every rank must run the same forwards."""
+    if not engine.sharded:
+        yield
+        return
+    engine.net.unshard()
+    try:
+        yield
+    finally:
+        engine.net.reshard()
+
+
+def plain(value: Tensor) -> Tensor:
+    """A value computed over shards (the gradient norm) as an ordinary tensor."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def snapshot(engine: Engine) -> dict[str, Tensor]:
+    """The weights now (the best evaluation's): on the host, or this rank's shards."""
+    sd = engine.trained.state_dict()
+    if engine.sharded:
+        return {k: v.detach().clone() for k, v in sd.items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
+
+
+def gather(engine: Engine) -> None:
+    """fsdp: the full weights into the caller's model, one tensor at a time (a collective:
+    every rank calls it); its device is the training device afterwards."""
+    if not engine.sharded:
+        return
+    from torch.distributed.tensor import DTensor
+
+    target = engine.model.state_dict()
+    with torch.no_grad():
+        for name, value in engine.trained.state_dict().items():
+            full = value.full_tensor() if isinstance(value, DTensor) else value
+            target[name].copy_(full.to(target[name].device))
+
+
+def save_sharded(engine: Engine, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Every rank writes its shards of weights + optimizer state into ``path`` (DCP)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(engine.net, optimizer)
+    path.mkdir(parents=True, exist_ok=True)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))
+
+
+def load_checkpoint(engine: Engine, optimizer: torch.optim.Optimizer, path: Path,
+                    saved: dict) -> None:
+    """A resume's weights + optimizer state: from the shards (fsdp) or the HF files."""
+    if engine.sharded:
+        load_sharded(engine, optimizer, path / "dcp")
+    elif "optimizer" not in saved:
+        raise PretuneError(f"{path} was saved with train.strategy=fsdp (sharded state); "
+                           "resume it under torchrun with train.strategy=fsdp")
+    else:
+        ckpt.load_weights(engine.model, path)
+        optimizer.load_state_dict(saved["optimizer"])
+
+
+def final_weights(engine: Engine, best_step: int | None, best: dict[str, Tensor] | None,
+                  root: Path | None, device: torch.device) -> None:
+    """The weights ``fit`` ends on, in the caller's model: the last step's, or the best
+    evaluation's (``best_step``: kept in memory as ``best``, else from its checkpoint)."""
+    if engine.sharded:
+        if best_step is not None and best is not None:
+            engine.trained.load_state_dict(best)  # this rank's shards of the best weights
+            best_step = None
+        gather(engine)
+        engine.model.to(device)
+        best = None
+    if best_step is not None:
+        ckpt.restore_best(engine.model, root, best_step, best)
+
+
+def load_sharded(engine: Engine, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    if not (path / ".metadata").is_file():
+        raise PretuneError(f"{path.parent} has no sharded state ({path.name}/.metadata); it was "
+                           "not saved with train.strategy=fsdp: resume with the strategy it was "
+                           "saved with, or --overwrite")
+    model_sd, optim_sd = get_state_dict(engine.net, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(engine.net, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optim"])
+
+
+def sharded_checkpoint(engine: Engine, optimizer: torch.optim.Optimizer, root: Path, step: int,
+                       is_main: bool) -> Callable[[Path], None] | None:
+    """fsdp: write this step's shards (all ranks) and gather the weights for the HF export;
+    returns what moves the shards into rank 0's checkpoint dir before it is renamed."""
+    if not engine.sharded:
+        return None
+    shards = root / f".dcp-step-{step}"
+    save_sharded(engine, optimizer, shards)
+    gather(engine)
+    dist.barrier()
+    return (lambda tmp: os.replace(shards, tmp / "dcp")) if is_main else None
+
+
+# --------------------------------------------------------------------------- fine-tuning data
+
+
+class RankBatches:
+    """This rank's rows of every batch of ``stream`` (a stream built with the batch size of
+    all ranks together): rank r takes rows r, r+world, ... of each length-grouped batch, so
+    N processes at batch size B see what one process sees at batch size N*B. A last batch with
+    fewer rows than processes is skipped by all of them."""
+
+    def __init__(self, stream, rank: int, world: int) -> None:  # noqa: ANN001 - a BatchStream
+        self.stream, self.rank, self.world = stream, rank, world
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return {**self.stream.state_dict(), "world_size": self.world}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("world_size", 1) != self.world:
+            raise PretuneError(f"cannot resume: the checkpoint was trained on "
+                               f"{state.get('world_size', 1)} process(es), now {self.world}; "
+                               "resume with the same number of processes")
+        self.stream.load_state_dict(state)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        for batch in self.stream:
+            rows = len(next(iter(batch.values())))
+            if rows >= self.world:
+                yield {k: v[self.rank :: self.world] for k, v in batch.items()}
+
+
+def rank_part(n: int, rank: int, world: int) -> tuple[list[int], int]:
+    """This rank's contiguous share of ``n`` evaluation examples, padded (with the last
+    example) to the same length on every rank so each runs the same forwards; and how many
+    of them are real."""
+    per = -(-n // world)
+    real = list(range(rank * per, min(n, (rank + 1) * per)))
+    return real + [n - 1] * (per - len(real)), len(real)
+
+
+def gather_parts(outputs, real: int):  # noqa: ANN001, ANN201 - a kind's output array
+    """Every rank's outputs of its ``rank_part``, in example order (one all-gather)."""
+    import numpy as np
+
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, outputs[:real])
+    return np.concatenate([p for p in parts if len(p)])
