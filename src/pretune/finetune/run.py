@@ -39,9 +39,10 @@ from pretune.models.start import Start, resolve_start
 from pretune.tasks import get_kind
 from pretune.tasks.base import TASK_FILE, TaskKind
 from pretune.train import checkpoint as ckpt
+from pretune.train import parallel
 from pretune.train.loop import Evaluation, Hooks, fit
 from pretune.train.rundir import prepare_run_dir, run_lock
-from pretune.train.runtime import resolve_device
+from pretune.train.runtime import distributed, resolve_device
 from pretune.train.trackers import RunInfo, Trackers, run_trackers
 
 CKPTS = Path("train") / "checkpoints"  # the loop's checkpoints inside a run dir
@@ -77,6 +78,8 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: Any | None =
     a finished run is left as it is. ``run_info``: how the trackers name the run (a study
     cell, a sweep trial); ``quiet``: no final metrics table (a study prints one line)."""
     out = Path(cfg.output_dir) / cfg.name
+    if distributed()[0] != 0:  # torchrun: rank 0 holds the run; the others train into it
+        return _finetune(cfg, overwrite, task, features_cache, on_evaluate, resume, None)
     with run_lock(out):
         if resume:
             finished = _finished(out)
@@ -135,22 +138,27 @@ def _check_resumable(cfg: FinetuneConfig, out: Path) -> None:
 def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
               features_cache: dict | None,
               on_evaluate: Callable[[int, dict[str, float]], None] | None,
-              resume: bool, trackers: Trackers) -> FinetuneResult:
+              resume: bool, trackers: Trackers | None) -> FinetuneResult:
     t0 = time.perf_counter()
     kind = get_kind(cfg.task.kind)
     start = resolve_start(cfg.model.name).require(kind.modality)
-    out = prepare_run_dir(cfg.output_dir, cfg.name, overwrite, resume)
-    (out / "config.yaml").write_text(dump_yaml(cfg))
+    main = distributed()[0] == 0  # under torchrun only rank 0 writes
+    out = prepare_run_dir(cfg.output_dir, cfg.name, overwrite, resume) if main else \
+        Path(cfg.output_dir) / cfg.name
+    if main:
+        (out / "config.yaml").write_text(dump_yaml(cfg))
     task = prepare_task(cfg, task, kind, start)
     if not len(task.test):
         raise PretuneError(f"the task has no test {kind.example_word}; set task.test or "
                            "task.test_fraction > 0")
-    write_split(out, cfg.task, task)  # the row numbers of train / validation / test
+    if main:
+        write_split(out, cfg.task, task)  # the row numbers of train / validation / test
     cfg, notes = recipe.resolve(cfg, kind.name, task, start)  # the `auto` settings, decided
     for note in notes if cfg.train.progress else ():
         print(f"note: {note}", file=sys.stderr)
     device = resolve_device(cfg.train.device)
     metric = selection_metric(cfg, kind, task)
+    _check_distributed(cfg, kind)
     if cfg.strategy.name == "prompt" and kind.name == "text-classification":
         trained = run_prompt(cfg, task, start, out, device, metric, trackers)
     elif cfg.strategy.name == "prompt":  # the kind prompts by itself (generation)
@@ -175,18 +183,19 @@ def _finetune(cfg: FinetuneConfig, overwrite: bool, task: Any | None,
         records = []
         print(f"warning: {cfg.name}: no predictions.jsonl ({type(e).__name__}: {e})",
               file=sys.stderr)
-    if records:
+    if records and main:
         write_predictions(out / PREDICTIONS, records, getattr(task.test, "ids", None))
     result = FinetuneResult(test_m, val_m, out, time.perf_counter() - t0, len(task.train),
                             trained.trainable_params, trained.steps, trained.stopped_reason,
                             collapsed=collapsed, tokens=trained.tokens, flops=trained.flops,
                             config=cfg)
-    if cfg.save_model and trained.export is not None:
+    if cfg.save_model and trained.export is not None and main:
         save_model_dir(out / "model", trained.export,
                        _card(cfg, kind, task, test_m, trained.auto_class or kind.auto_class,
                              trained.pipeline_tag or kind.pipeline_tag, start, out / "model"),
                        max_length=getattr(cfg.task, "max_length", None), extra_info=cut)
-    _write_metrics(cfg, kind, task, result, metric, notes)
+    if main:
+        _write_metrics(cfg, kind, task, result, metric, notes)
     result.task_line = (f"{task.name} | {cfg.model.name} | {cfg.strategy.name} | "
                         f"{len(task.train)} train {kind.example_word} | test (majority baseline "
                         f"{task.majority_baseline:.4f})")
@@ -220,17 +229,21 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
     for note in kind.notes(loaded.model, cfg, start):
         print(f"note: {note}", file=sys.stderr)
     plan = apply_strategy(loaded.model, cfg.strategy, cfg.optim, kind.peft_task_type)
-    batches = kind.train_batches(task, loaded.processor, cfg)
+    rank, world, _ = distributed()
+    batches = kind.train_batches(task, loaded.processor, _all_ranks(cfg, world))
+    if world > 1:  # this rank's rows of every (all ranks') batch
+        batches = parallel.RankBatches(batches, rank, world)
     loop, note = recipe.with_min_steps(cfg.train, len(batches), kind.name)
     if note and cfg.train.progress:
         print(f"note: {note}", file=sys.stderr)
     batch_size = kind.eval_batch_size(cfg)
-    val_inputs = kind.encode(loaded.processor, task.val, cfg.task) if len(task.val) else None
+    val_inputs, val_real = _inputs(kind, loaded.processor, task.val, cfg.task) \
+        if len(task.val) else (None, None)
     evaluation = None
     if val_inputs is not None:
         def evaluate(model: torch.nn.Module) -> dict[str, float]:
             outputs = kind.val_outputs(model, val_inputs, task, batch_size, device, metric)
-            return kind.val_metrics(task, task.val, outputs)
+            return kind.val_metrics(task, task.val, _gathered(outputs, val_real))
 
         evaluation = Evaluation(evaluate, metric=metric, mode=metric_mode(metric),
                                 restore_best=True)
@@ -248,11 +261,12 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
         raise KeyboardInterrupt
     # Finished, best weights restored: drop the loop's checkpoints (a study would otherwise
     # keep two model copies per cell on disk).
-    shutil.rmtree(out / CKPTS, ignore_errors=True)
+    if rank == 0:
+        shutil.rmtree(out / CKPTS, ignore_errors=True)
     model = plan.model
-    test_out = kind.outputs(model, kind.encode(loaded.processor, task.test, cfg.task), task,
-                            batch_size, device)
-    val_out = kind.outputs(model, val_inputs, task, batch_size, device) \
+    test_inputs, test_real = _inputs(kind, loaded.processor, task.test, cfg.task)
+    test_out = _gathered(kind.outputs(model, test_inputs, task, batch_size, device), test_real)
+    val_out = _gathered(kind.outputs(model, val_inputs, task, batch_size, device), val_real) \
         if val_inputs is not None else None
 
     def export(path: Path) -> None:
@@ -265,6 +279,42 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
                    # images are not tokens: no per-token estimate for image models
                    flops=None if kind.modality == "image" else training_flops(
                        model, result.tokens, getattr(cfg.task, "max_length", None)))
+
+
+def _check_distributed(cfg: FinetuneConfig, kind: TaskKind) -> None:
+    if distributed()[1] == 1:
+        return
+    s = cfg.strategy
+    if s.name == "prompt" or s.name == "linear-probe" and s.sklearn:
+        raise PretuneError(f"strategy {s.name}{' (sklearn)' if s.sklearn else ''} trains no "
+                           "network: run it in one process, without torchrun")
+    if cfg.train.strategy == "fsdp" and kind.name == "generation":
+        raise PretuneError("train.strategy=fsdp fine-tunes classification and tagging kinds; "
+                           "generation decodes a different number of steps on each rank: use "
+                           "train.strategy=ddp")
+
+
+def _all_ranks(cfg: FinetuneConfig, world: int) -> FinetuneConfig:
+    """Under torchrun the batches are built at the batch size of all ranks together, each
+    rank then takes its rows: train.batch_size stays per process, as in pre-training."""
+    if world == 1:
+        return cfg
+    return cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"batch_size": cfg.train.batch_size * world})})
+
+
+def _inputs(kind: TaskKind, processor: Any, split: Any, task_cfg: Any) -> tuple[Any, int | None]:
+    """This process's evaluation inputs of ``split``: all of it, or under torchrun its rank's
+    share (and how many of those are real, see ``parallel.rank_part``)."""
+    rank, world, _ = distributed()
+    if world == 1:
+        return kind.encode(processor, split, task_cfg), None
+    idx, real = parallel.rank_part(len(split), rank, world)
+    return kind.encode(processor, split.subset(idx), task_cfg), real
+
+
+def _gathered(outputs: Any, real: int | None) -> Any:
+    return outputs if real is None else parallel.gather_parts(outputs, real)
 
 
 # --------------------------------------------------------------------------- outputs
