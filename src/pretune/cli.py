@@ -183,6 +183,24 @@ def compare(*studies: str, output: str = "") -> None:
     run(list(studies), output or None)
 
 
+def merge_shards(out: str, *parts: str, overwrite: bool = False) -> None:
+    """Join artifacts prepared apart (disjoint input files, one tokenizer) into one.
+
+    OUT: the merged artifact directory (`data=OUT` for pretrain). PARTS: the part artifacts
+    (data/artifacts/<name>), read only. Documents whose tokens repeat one already taken (exact
+    duplicates across parts) are dropped; meta.json sums the parts' statistics.
+    """
+    from pathlib import Path
+
+    from pretune.data.merge import merge_shards as run
+
+    meta = run([Path(p) for p in parts], Path(out), overwrite=overwrite)
+    s = meta["splits"]
+    print(f"merged {len(parts)} parts: train {s['train']['docs']:,} docs / "
+          f"{s['train']['tokens']:,} tokens, val {s['val']['docs']:,} docs; "
+          f"{meta['stats']['duplicates_across_parts']:,} duplicates across parts dropped; {out}")
+
+
 def pretrain_images(*args: str, resume: bool = False, overwrite: bool = False) -> None:
     """Pre-train an image model (ResNet/ViT from transformers): supervised or SimCLR.
 
@@ -262,8 +280,8 @@ def install_data(force: bool = False) -> None:
 
 
 COMMANDS: list[Callable[..., None]] = [
-    prepare, pretrain, finetune, evaluate, predict, generate, study, compare, sweep,
-    pretrain_images, finetune_images, install_data,
+    prepare, merge_shards, pretrain, finetune, evaluate, predict, generate, study, compare,
+    sweep, pretrain_images, finetune_images, install_data,
 ]
 
 
@@ -274,6 +292,7 @@ FLAG_HELP: dict[str | tuple[str, str], str] = {
     ("predict", "overwrite"): "replace an existing OUTPUT file (never the input)",
     ("generate", "overwrite"): "replace an existing OUTPUT file (never the input)",
     ("prepare", "overwrite"): "rebuild the cached artifact even if its config is unchanged",
+    ("merge-shards", "overwrite"): "replace an existing OUT directory (never the parts)",
     "resume": "continue exactly from the run's last checkpoint (a finished run: nothing to do)",
     "force": "reinstall packages that are already installed",
     "output": "the output file",
@@ -291,6 +310,8 @@ ARG_HELP = {
     "model": "a generation model directory or builtin:smollm2",
     "data": "labeled data: a file, an image folder / .npz, or builtin:<task>",
     "input": "the input file (or - for stdin where the command says so)",
+    "out": "the directory to write",
+    "parts": "the prepared artifact directories to join, in order",
     "studies": "two or more study directories (runs/<name>)",
 }
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import socket
-import subprocess
-import time
 
 import pytest
 
@@ -19,34 +16,6 @@ from pretune.errors import PretuneError
 redis = pytest.importorskip("redis", reason="needs the redis package (pretune[scale])")
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="needs Debian's redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    port = _free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.skip("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def _docs() -> list[str]:
@@ -76,8 +45,8 @@ def test_keys_are_removed_when_the_stream_stops_early(redis_url):
     assert redis.Redis.from_url(redis_url).dbsize() == 0
 
 
-def test_unreachable_redis_is_a_one_line_error():
-    url = f"redis://127.0.0.1:{_free_port()}"
+def test_unreachable_redis_is_a_one_line_error(unused_port):
+    url = f"redis://127.0.0.1:{unused_port}"
     with pytest.raises(PretuneError, match="cannot reach Redis at redis://127.0.0.1") as e:
         list(clean_documents(["some document text here"], CleanConfig(near_dedup_storage=url),
                              CleanStats()))

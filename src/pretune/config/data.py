@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pretune.config.base import RunName, Section
 
@@ -35,8 +35,19 @@ class CleanConfig(Section):
     # redis://host:port[/db] (datasketch's Redis storage; `pip install 'pretune[scale]'`):
     # the process then holds no index, whatever the corpus size. Keys are removed at the end.
     near_dedup_storage: str | None = Field(None, pattern=r"^redis://[^/:]+(:\d+)?(/\d+)?$")
+    # With a Redis storage: one index shared by every prepare that names it (the parts of a
+    # corpus prepared by several processes dedupe against each other; `pretune merge-shards`
+    # joins them). Its keys stay in Redis for the other parts: remove them when all are done.
+    near_dedup_index: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     minhash_perm: int = Field(64, ge=16)
     shingle_words: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _shared_index_needs_redis(self) -> CleanConfig:
+        if self.near_dedup_index and not self.near_dedup_storage:
+            raise ValueError("clean.near_dedup_index shares an index through Redis: set "
+                             "clean.near_dedup_storage: redis://host:port too")
+        return self
 
 
 class TokenizerConfig(Section):

@@ -148,15 +148,18 @@ class Cleaner:
             raise PretuneError(f"clean.near_dedup_storage: cannot reach Redis at {url} ({e}); "
                                "start redis-server there, or unset it to keep the index in "
                                "memory") from None
-        self._basename = f"pretune-lsh-{uuid.uuid4().hex[:16]}".encode()
+        shared = self.cfg.near_dedup_index
+        self._basename = (f"pretune-lsh-shared-{shared}" if shared else
+                          f"pretune-lsh-{uuid.uuid4().hex[:16]}").encode()
         return {"type": "redis", "basename": self._basename, "redis": params}
 
     def close(self) -> None:
         """Remove this cleaner's keys from an external index (nothing for the in-memory one),
         1,000 at a time while scanning: the key names never pile up in this process. A killed
         run leaves its keys under ``pretune-lsh-<id>``; ``redis-cli --scan --pattern
-        'pretune-lsh-*' | xargs redis-cli unlink`` removes them."""
-        if self._redis is None:
+        'pretune-lsh-*' | xargs redis-cli unlink`` removes them (and a shared index's,
+        ``pretune-lsh-shared-<name>*``, which every part leaves for the others)."""
+        if self._redis is None or self.cfg.near_dedup_index:  # shared: the other parts' too
             return
         batch: list[bytes] = []
         for key in self._redis.scan_iter(match=self._basename + b"*", count=1000):

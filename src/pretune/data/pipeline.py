@@ -47,7 +47,7 @@ from pretune.errors import PretuneError
 
 # Settings that change how fast (or where) an artifact is built, not what is in it.
 HASH_EXCLUDE = {"progress": True, "num_workers": True, "batch_docs": True, "output_dir": True,
-                "clean": {"near_dedup_storage"}}
+                "clean": {"near_dedup_storage", "near_dedup_index"}}
 SAMPLE_DOCS = 50
 
 
