@@ -188,10 +188,9 @@ class _Run:
         groups = param_groups or default_param_groups(model, optim.weight_decay)
         if loop.compile:
             Backbone(model).encoder.compile()  # in place: state_dict keys stay unchanged
-        engine = parallel.build(model, LossModule(model, loss_fn), loop.strategy, device, world)
+        engine, groups = parallel.build(model, LossModule(model, loss_fn), loop.strategy, device,
+                                        world, groups)
         parallel.check_supported(engine, optim.l1, hooks)
-        if engine.sharded:
-            groups = parallel.remap_groups(groups, model, engine.trained)
         engine.trained.train()
         optimizer = make_optimizer(groups, optim, device, fused_ok=not engine.sharded)
         schedule = Schedule(optim, total_steps(loop, len(batches), None))
@@ -416,6 +415,7 @@ class _Run:
             path = ckpt.save_checkpoint(self.root, st.step, self.engine.model, self.save_fn,
                                         state, self.loop.keep_last, keep, add_shards)
             ckpt.prune_best(self.root, st.best_step)
+        parallel.release(self.engine)
         if self.world > 1:
             dist.barrier()
         return path

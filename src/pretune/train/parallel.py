@@ -10,19 +10,21 @@
   sharded with ``torch.distributed.checkpoint`` (DCP: each rank writes its own shards, in
   ``step-N/dcp/``) beside the plain HF export rank 0 writes from the gathered weights.
 
-The caller's model stays a plain module: under fsdp the loop trains a sharded copy of it and
-gathers the weights back into it (one tensor at a time) at every checkpoint and at the end,
-so what ``fit`` returns to is the same for every strategy. In one process both are plain
-training.
+The caller's model stays a plain module: under fsdp the loop trains a sharded copy of it,
+keeps the original on the meta device (no full copy per rank while training) and gathers the
+weights back into it (one tensor at a time, in host memory) for each checkpoint's export and
+at the end, so what ``fit`` returns to is the same for every strategy. In one process both
+are plain training.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,6 +41,7 @@ class Engine:
     net: nn.Module  # what the loop calls: loss = net(batch)
     trained: nn.Module  # the module the optimizer steps (the sharded copy under fsdp)
     model: nn.Module  # the caller's model; holds the final weights when fit returns
+    ties: list[list[str]] = field(default_factory=list)  # names of one shared parameter each
 
     @property
     def sharded(self) -> bool:
@@ -69,27 +72,48 @@ def blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def build(model: nn.Module, net: nn.Module, strategy: str, device: torch.device,
-          world: int) -> Engine:
-    """``net`` is ``LossModule(model, loss_fn)``; returns what the loop trains."""
+          world: int, groups: list[dict]) -> tuple[Engine, list[dict]]:
+    """``net`` is ``LossModule(model, loss_fn)``; returns what the loop trains and the
+    optimizer's parameter groups (``groups``, of ``model``) pointing at its parameters."""
     if world == 1:
         model.to(device)
-        return Engine("single", net, model, model)
+        return Engine("single", net, model, model), groups
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model.to(device)
         return Engine("ddp", DDP(net, device_ids=[device] if device.type == "cuda" else None),
-                      model, model)
+                      model, model), groups
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (world,))
-    trained = copy.deepcopy(model)  # host memory; its shards move to the device
+    trained = copy.deepcopy(model)  # its shards move to the device, the rest is freed
     sharded_net = type(net)(trained, net.loss_fn)
     for block in blocks(trained):
         fully_shard(block, mesh=mesh)
     fully_shard(sharded_net, mesh=mesh)
-    return Engine("fsdp", sharded_net, trained, model)
+    groups = _remap_groups(groups, model, trained)
+    ties = _ties(model)
+    model.to("meta")  # no full copy per rank while training: gather() fills it again
+    return Engine("fsdp", sharded_net, trained, model, ties), groups
+
+
+def _ties(model: nn.Module) -> list[list[str]]:
+    """Parameters shared under several names (tied embeddings): moving a module to and from
+    the meta device makes them separate, ``_retie`` shares them again."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return [n for n in names.values() if len(n) > 1]
+
+
+def _retie(model: nn.Module, ties: list[list[str]]) -> None:
+    for first, *rest in ties:
+        shared = model.get_parameter(first)
+        for name in rest:
+            owner, _, leaf = name.rpartition(".")
+            model.get_submodule(owner)._parameters[leaf] = shared
 
 
 def check_supported(engine: Engine, l1: float, hooks: object) -> None:
@@ -105,7 +129,7 @@ def check_supported(engine: Engine, l1: float, hooks: object) -> None:
                            "support; use train.strategy=ddp")
 
 
-def remap_groups(groups: list[dict], model: nn.Module, trained: nn.Module) -> list[dict]:
+def _remap_groups(groups: list[dict], model: nn.Module, trained: nn.Module) -> list[dict]:
     """The caller's parameter groups (of ``model``), pointing at ``trained``'s parameters."""
     name_of = {id(p): n for n, p in model.named_parameters()}
     new = dict(trained.named_parameters())
@@ -151,17 +175,30 @@ def snapshot(engine: Engine) -> dict[str, Tensor]:
 
 
 def gather(engine: Engine) -> None:
-    """fsdp: the full weights into the caller's model, one tensor at a time (a collective:
-    every rank calls it); its device is the training device afterwards."""
+    """fsdp: the full weights (and buffers) into the caller's model, in host memory, one
+    tensor at a time (a collective: every rank calls it). ``release`` empties it again."""
     if not engine.sharded:
         return
     from torch.distributed.tensor import DTensor
 
-    target = engine.model.state_dict()
+    model = engine.model
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        model.to_empty(device="cpu")  # storage, filled below
+        _retie(model, engine.ties)
+    target = model.state_dict()
+    buffers = dict(model.named_buffers())
     with torch.no_grad():
         for name, value in engine.trained.state_dict().items():
             full = value.full_tensor() if isinstance(value, DTensor) else value
             target[name].copy_(full.to(target[name].device))
+        for name, value in engine.trained.named_buffers():  # non-persistent ones too
+            buffers[name].copy_(value.to(buffers[name].device))
+
+
+def release(engine: Engine) -> None:
+    """fsdp, after a checkpoint's export: the caller's model holds no weights again."""
+    if engine.sharded:
+        engine.model.to("meta")
 
 
 def save_sharded(engine: Engine, optimizer: torch.optim.Optimizer, path: Path) -> None:
@@ -225,7 +262,7 @@ def sharded_checkpoint(engine: Engine, optimizer: torch.optim.Optimizer, root: P
         return None
     shards = root / f".dcp-step-{step}"
     save_sharded(engine, optimizer, shards)
-    gather(engine)
+    gather(engine)  # rank 0 exports it; release() after the checkpoint is written
     dist.barrier()
     return (lambda tmp: os.replace(shards, tmp / "dcp")) if is_main else None
 
