@@ -40,6 +40,17 @@ def test_linear_probe_keeps_the_backbone_frozen(tmp_path, image_configs):
     sk = finetune(_finetune(tmp_path, f"model.name={start}", "name=sk",
                                    "strategy.name=linear-probe", "strategy.sklearn=true"))
     assert sk.steps == 0 and sk.metrics["accuracy"] > 0.2
+    # The fitted probe is a plain image classifier (standardisation folded into its linear
+    # layer): evaluate on the run's own test split reproduces the run's test metrics.
+    from transformers import AutoModelForImageClassification
+
+    from pretune.finetune.predict import evaluate
+
+    model_dir = tmp_path / "sk" / "model"
+    AutoModelForImageClassification.from_pretrained(model_dir)
+    again = evaluate(str(model_dir), "builtin:digits")
+    assert again["accuracy"] == pytest.approx(sk.metrics["accuracy"], abs=1e-9)
+    assert again["macro_f1"] == pytest.approx(sk.metrics["macro_f1"], abs=1e-6)
 
 
 def test_strategy_groups(image_configs):

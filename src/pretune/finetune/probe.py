@@ -1,13 +1,14 @@
 """The scikit-learn linear probe, for every task kind: pooled features of the frozen start
 (extracted once, cached across runs of one study or sweep) -> standardise -> logistic
-regression (ridge for regression), C picked on validation. No training loop; a text run
-exports the encoder + the fitted head (``pretune.models.probe_head``) for predict / evaluate.
+regression (ridge for regression), C picked on validation. No training loop; every run
+exports a model dir predict / evaluate read, as its kind writes it (``TaskKind.probe_export``):
+text, the encoder + the fitted head (``pretune.models.probe_head``); images, a plain image
+classifier whose linear layer holds the fitted head.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from pretune.config import FinetuneConfig
 from pretune.evaluate.metrics import default_metric, task_metrics
 from pretune.finetune.result import Trained
-from pretune.models.probe_head import PROBE_FILE, head_arrays, save_probe_head
+from pretune.models.probe_head import PROBE_FILE, head_arrays
 from pretune.models.start import Start
 from pretune.tasks.base import Loaded, TaskKind
 
@@ -51,8 +52,7 @@ def probe_features(kind: TaskKind, loaded: Loaded, split: Any, cfg: FinetuneConf
 
 def run_probe(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start,
               device: torch.device, cache: dict | None) -> Trained:
-    """The probe's test and validation outputs, fitted parameters and (text classification)
-    an export: the frozen encoder + ``probe.safetensors`` that predict / evaluate use."""
+    """The probe's test and validation outputs, fitted parameters and its export."""
     loaded = kind.load_encoder(cfg, task, start)
     loaded.model.to(device)
     x = {}
@@ -72,17 +72,12 @@ def run_probe(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start,
     coef = getattr(est[-1], "coef_", None)
     fitted = int(np.size(coef) + np.size(getattr(est[-1], "intercept_", 0))) \
         if coef is not None else 0
-    if kind.name != "text-classification":  # image probes: metrics only (see the README)
-        return Trained(test_out, val_out, fitted)
-
-    def export(path: Path) -> None:
-        kind.save(loaded.model.cpu(), loaded.processor, path, cfg, task,
-                  {"probe": {"file": PROBE_FILE, "pooling": "mean", "C": float(est[-1].C)
-                             if hasattr(est[-1], "C") else None}})
-        save_probe_head(path, head_arrays(est, task_type, len(task.labels)))
-
-    return Trained(test_out, val_out, fitted, export=export, auto_class="AutoModel",
-                   pipeline_tag="feature-extraction")
+    extra = {"probe": {"file": PROBE_FILE, "pooling": "mean",
+                       "C": float(est[-1].C) if hasattr(est[-1], "C") else None}}
+    export, auto_class, tag = kind.probe_export(
+        loaded, head_arrays(est, task_type, len(task.labels)), cfg, task, extra)
+    return Trained(test_out, val_out, fitted, export=export, auto_class=auto_class,
+                   pipeline_tag=tag)
 
 
 def fit_sklearn_probe(x_train: np.ndarray, y_train: list, x_val: np.ndarray, y_val: list,

@@ -215,6 +215,12 @@ class TaskKind:
         """(targets, task type) for scikit-learn: single_label / multi_label / regression."""
         raise NotImplementedError
 
+    def probe_export(self, loaded: Loaded, head: dict[str, np.ndarray], cfg: FinetuneConfig,
+                     task: Any, extra: dict[str, Any]) -> tuple[Callable[[Path], None], str, str]:
+        """The fitted probe as a model dir predict / evaluate read: (write(path), auto class,
+        pipeline tag). ``head``: the standardisation and linear layer (``probe_head``)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ export
 
     def save(self, model: nn.Module, processor: Any, path: Path, cfg: FinetuneConfig,

@@ -10,6 +10,7 @@ softmax outputs, the saved directory (weights + ``preprocessor_config.json`` +
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,26 @@ class ImageClassification(TaskKind):
 
     def probe_targets(self, task: ImageTask, split: ImageSet) -> tuple[list[Any], str]:
         return split.labels, "single_label"
+
+    def probe_export(self, loaded: Loaded, head: dict[str, np.ndarray], cfg: FinetuneConfig,
+                     task: ImageTask, extra: dict[str, Any]
+                     ) -> tuple[Callable[[Path], None], str, str]:
+        """A plain image classifier: the probe's features are what its classifier reads
+        (ResNet's pooled output, ViT's final-LayerNorm CLS), so the standardisation folds
+        into the classifier's linear layer: W' = W / scale, b' = b - W' · mean."""
+        model = loaded.model
+        linear = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)][-1]
+        w = torch.as_tensor(head["weight"] / head["scale"], dtype=torch.float32)  # (K, H)
+        b = torch.as_tensor(head["bias"], dtype=torch.float32) - w @ torch.as_tensor(head["mean"])
+        with torch.no_grad():
+            linear.weight.copy_(w.to(linear.weight.device))
+            linear.bias.copy_(b.to(linear.bias.device))
+
+        def export(path: Path) -> None:
+            self.save(model.cpu(), loaded.processor, path, cfg, task,
+                      {"probe": {"C": extra["probe"]["C"], "folded": True}})
+
+        return export, self.auto_class, self.pipeline_tag
 
     # ------------------------------------------------------------------ export
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,7 +39,7 @@ from pretune.errors import PretuneError
 from pretune.evaluate.examples import label_records, majority_outputs
 from pretune.evaluate.metrics import default_metric, task_metrics
 from pretune.models.backbone import Backbone, unwrap
-from pretune.models.probe_head import load_probe
+from pretune.models.probe_head import load_probe, save_probe_head
 from pretune.models.registry import load_model, load_tokenizer_for
 from pretune.models.start import Start
 from pretune.tasks.base import TASK_FILE, Loaded, Saved, TaskKind, read_info
@@ -224,6 +225,17 @@ class TextClassification(TaskKind):
 
     def probe_targets(self, task: LabeledTask, split: Split) -> tuple[list[Any], str]:
         return list(split.labels), task.type
+
+    def probe_export(self, loaded: Loaded, head: dict[str, np.ndarray], cfg: FinetuneConfig,
+                     task: LabeledTask, extra: dict[str, Any]
+                     ) -> tuple[Callable[[Path], None], str, str]:
+        """The frozen encoder (plain ``AutoModel``) + ``probe.safetensors``: BERT's classifier
+        reads [CLS] through a pooler, the probe mean-pooled features (see probe_head)."""
+        def export(path: Path) -> None:
+            self.save(loaded.model.cpu(), loaded.processor, path, cfg, task, extra)
+            save_probe_head(path, head)
+
+        return export, "AutoModel", "feature-extraction"
 
     # ------------------------------------------------------------------ export
 
