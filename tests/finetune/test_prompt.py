@@ -111,3 +111,44 @@ def test_prompt_rejects_what_it_cannot_do():
     with pytest.raises(PretuneError, match="few_shot needs a masked LM.*no trained MLM head"):
         check_prompt_task(single, StrategyConfig(name="prompt", few_shot=True), "similarity",
                           "builtin:minilm")
+
+
+@pytest.mark.parametrize("start, strategy", [
+    ("tiny-bert", {"name": "prompt", "calibrate": True}),  # cloze, calibrated prior
+    ("tiny-bert", {"name": "prompt", "few_shot": True}),  # PET-trained MLM
+    ("tiny-gpt", {"name": "prompt", "calibrate": True}),  # label-word likelihood
+    ("builtin:minilm", {"name": "prompt", "calibrate": True}),  # label-description similarity
+])
+def test_every_prompt_run_saves_a_model_predict_and_evaluate_use(
+        start, strategy, make_cfg, tiny_bert, tiny_gpt, bpe_dir, tmp_path):
+    """A prompt run's model dir: the LM (loads with plain transformers) + the prompt; evaluate
+    on the run's source scores its test rows with the run's own probabilities."""
+    import csv
+    import json
+
+    import transformers
+
+    from pretune.finetune.predict import evaluate, predict
+    from pretune.finetune.run import finetune
+
+    updates: dict = {"strategy": StrategyConfig(**strategy)}
+    if start == "tiny-gpt":
+        updates.update(model=tiny_gpt, tokenizer=str(bpe_dir))
+    elif start == "builtin:minilm":
+        updates.update(model=ModelConfig(name="builtin:minilm"), tokenizer=None)
+    cfg = make_cfg(**updates)
+    res = finetune(cfg)
+    model_dir = res.out_dir / "model"
+    info = json.loads((model_dir / "pretune_task.json").read_text())
+    auto = {"cloze": "AutoModelForMaskedLM", "clm": "AutoModelForCausalLM",
+            "similarity": "AutoModel"}[info["prompt"]["mode"]]
+    getattr(transformers, auto).from_pretrained(model_dir)  # plain transformers
+    again = evaluate(str(model_dir), cfg.task.path)
+    assert again["accuracy"] == pytest.approx(res.metrics["accuracy"], abs=1e-9)
+    assert again["macro_f1"] == pytest.approx(res.metrics["macro_f1"], abs=1e-6)
+    runs = [json.loads(x) for x in (res.out_dir / "predictions.jsonl").read_text().splitlines()]
+    out = predict(str(model_dir), cfg.task.path, str(tmp_path / "p.csv"))
+    rows = {i: r for i, r in enumerate(csv.DictReader(out.open()))}
+    for r in runs[:20]:  # the run's own probabilities for its test rows (its `pred` column
+        row = rows[r["id"]]  # may differ: predict applies the tuned binary threshold)
+        assert float(row[f"prob_{r['pred']}"]) == pytest.approx(r["p"], abs=1e-4)

@@ -24,7 +24,7 @@ from pretune.evaluate.metrics import format_table
 from pretune.models.overrides import quiet_transformers
 from pretune.models.start import weight_keys
 from pretune.tasks import kind_of_model_dir
-from pretune.tasks.base import Saved, TaskKind
+from pretune.tasks.base import Saved, TaskKind, read_info
 from pretune.train.runtime import resolve_device
 
 
@@ -57,7 +57,12 @@ def open_model_dir(model_dir: str | Path) -> tuple[TaskKind, Saved]:
     path = Path(model_dir)
     kind = kind_of_model_dir(path)
     weight_keys(path, "model dir")  # safetensors only, readable: else one line with the fix
+    info = read_info(path)
     with quiet_transformers():  # no per-load report / progress bar
+        if kind.name == "text-classification" and info.get("prompt"):  # a prompt run's LM
+            from pretune.finetune.prompt import open_prompt
+
+            return kind, open_prompt(path, info)
         return kind, kind.open_saved(path)
 
 

@@ -33,7 +33,7 @@ from pretune.finetune.result import Trained
 from pretune.models.registry import load_model, load_tokenizer_for, training_flops
 from pretune.models.start import Start
 from pretune.tasks import KINDS
-from pretune.tasks.base import scalars
+from pretune.tasks.base import Saved, scalars
 from pretune.tasks.text_classification import extract_features
 from pretune.train.loop import Evaluation, fit
 
@@ -41,6 +41,10 @@ Mode = Literal["cloze", "clm", "similarity"]
 MASK = "[MASK]"
 CONTENT_FREE = "N/A"
 SIM_TEMPERATURE = 0.05  # cosine sims live in [-1, 1]: sharpen before the softmax
+AUTO_CLASSES = {"cloze": "AutoModelForMaskedLM", "clm": "AutoModelForCausalLM",
+                "similarity": "AutoModel"}
+PIPELINE_TAGS = {"cloze": "fill-mask", "clm": "text-generation",
+                 "similarity": "feature-extraction"}
 
 # Sensible defaults for the builtin tasks; other tasks use their label names.
 DEFAULT_VERBALIZERS: dict[str, dict[str, list[str]]] = {
@@ -275,8 +279,10 @@ def check_prompt_task(task: LabeledTask, cfg: StrategyConfig, mode: Mode, model_
 
 def run_prompt(cfg: FinetuneConfig, task: LabeledTask, start: Start, out: Path,
                device: torch.device, metric: str, trackers: Any = None) -> Trained:
-    """The ``prompt`` strategy of text classification. Zero-shot touches no weight, so it
-    saves no model; few-shot (PET) trains the masked LM on the cloze pattern and saves it."""
+    """The ``prompt`` strategy of text classification. Zero-shot touches no weight; few-shot
+    (PET) trains the masked LM on the cloze pattern. Both save the LM with the prompt (mode,
+    template, verbalizer or label descriptions, calibration prior) that ``open_prompt`` turns
+    back into a classifier for predict / evaluate."""
     scfg: StrategyConfig = cfg.strategy
     tokenizer = load_tokenizer_for(cfg.model, cfg.tokenizer, start=start)
     mode = prompt_mode(start, tokenizer)
@@ -287,7 +293,7 @@ def run_prompt(cfg: FinetuneConfig, task: LabeledTask, start: Start, out: Path,
     batch_size = max(cfg.train.batch_size, 64)
     scorer = PromptScorer(model, tokenizer, mode, task, scfg, cfg.task.max_length, batch_size,
                           device)
-    steps, trainable, export, tokens = 0, 0, None, 0
+    steps, trainable, tokens = 0, 0, 0
     if scfg.few_shot:
         inputs = encode_prompts(tokenizer, _texts(task.train), scfg.template, mode,
                                 cfg.task.max_length)
@@ -308,15 +314,100 @@ def run_prompt(cfg: FinetuneConfig, task: LabeledTask, start: Start, out: Path,
                      trackers=trackers, checkpoints=bool(cfg.train.save_every))
         steps, tokens = int(result.steps), int(result.tokens)
         shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)  # best already restored
-        extra = {"prompt": {"mode": mode, "template": scfg.template,
-                            "verbalizer": verbalizer(task, scfg)}}
-
-        def export(path: Path) -> None:
-            KINDS["text-classification"].save(model, tokenizer, path, cfg, task, extra)
     elif scfg.calibrate:
         scorer.calibrate(scfg.calibration)
+    extra = {"prompt": {"mode": mode, "template": scfg.template,
+                        "verbalizer": verbalizer(task, scfg) if mode != "similarity" else None,
+                        "descriptions": descriptions(task, scfg) if mode == "similarity" else None,
+                        "prior": None if scorer.prior is None else scorer.prior.tolist()}}
+
+    def export(path: Path) -> None:
+        KINDS["text-classification"].save(model, tokenizer, path, cfg, task, extra)
+
     test_out = scorer.probs(task.test)
     val_out = scorer.probs(task.val) if len(task.val) else None
     return Trained(test_out, val_out, trainable, steps, export=export,
-                   auto_class="AutoModelForMaskedLM" if export else None, tokens=tokens,
+                   auto_class=AUTO_CLASSES[mode], pipeline_tag=PIPELINE_TAGS[mode], tokens=tokens,
                    flops=training_flops(model, tokens, cfg.task.max_length) if tokens else None)
+
+
+# --------------------------------------------------------------------------- saved prompt runs
+
+
+class PromptTokenizer:
+    """The saved tokenizer, filling the prompt template around every text it encodes (what
+    ``pretune.data.batches.encode`` calls); anything else it is asked goes to the tokenizer."""
+
+    def __init__(self, tokenizer: Any, template: str, mode: Mode) -> None:
+        self.tokenizer, self.template, self.mode = tokenizer, template, mode
+
+    def __call__(self, texts: list[str], pairs: list[str] | None = None, *,
+                 max_length: int = 512, **_: Any) -> dict[str, list[list[int]]]:
+        if pairs is not None:
+            texts = [f"{t} {p}" for t, p in zip(texts, pairs, strict=True)]
+        if self.mode == "similarity":  # the text itself is embedded
+            return {"input_ids": encode(self.tokenizer, texts, None, max_length).input_ids}
+        return {"input_ids": encode_prompts(self.tokenizer, texts, self.template, self.mode,
+                                            max_length).enc.input_ids}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+class PromptClassifier(nn.Module):
+    """A prompt run's LM as a classifier: ``.logits`` (B, C) whose softmax is the run's
+    calibrated label probabilities, from the template-filled inputs of ``PromptTokenizer``."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, mode: Mode, prompt: dict[str, Any],
+                 labels: list[str]) -> None:
+        super().__init__()
+        self.model, self.mode, self.mask_id = model, mode, tokenizer.mask_token_id
+        prior = prompt.get("prior")
+        self.register_buffer("log_prior", torch.log(torch.tensor(prior, dtype=torch.float32))
+                             if prior is not None else torch.zeros(len(labels)))
+        if mode == "similarity":
+            desc = prompt["descriptions"]
+            self.register_buffer("label_emb", torch.as_tensor(embed(
+                model, tokenizer, [desc[lab] for lab in labels], 512, 64, "cpu"),
+                dtype=torch.float32))  # (C, H)
+        else:
+            self.ids = word_ids(tokenizer, prompt["verbalizer"])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> Any:
+        from types import SimpleNamespace
+
+        from pretune.models.backbone import Backbone
+
+        if self.mode == "similarity":
+            h = Backbone(self.model).encode(input_ids, attention_mask, pooling="mean").float()
+            h = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            scores = h @ self.label_emb.T / SIM_TEMPERATURE
+        else:
+            if self.mode == "cloze":  # the last mask of each row
+                hits = (input_ids == self.mask_id).long() * torch.arange(
+                    input_ids.shape[1], device=input_ids.device)
+                pos = hits.argmax(dim=1)
+            else:  # clm: the last real token (inputs are right-padded)
+                pos = attention_mask.sum(dim=1) - 1
+            batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+            scores = label_logits(_position_logits(self.model, batch, pos), self.ids)
+        # softmax(scores - log prior) is the run's softmax(scores) / prior, renormalised
+        return SimpleNamespace(logits=scores.float().log_softmax(-1) - self.log_prior)
+
+
+def open_prompt(path: Path, info: dict[str, Any]) -> Saved:
+    """A saved prompt run, as predict / evaluate read a text classifier."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    prompt = info["prompt"]
+    mode: Mode = prompt["mode"]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = getattr(transformers, AUTO_CLASSES[mode]).from_pretrained(
+        path, use_safetensors=True).eval()
+    empty = Split([], [])
+    task = LabeledTask(info.get("task", path.name), info["type"], info["labels"], empty, empty,
+                       empty, float("nan"))
+    return Saved(path, PromptClassifier(model, tokenizer, mode, prompt, info["labels"]).eval(),
+                 PromptTokenizer(tokenizer, prompt["template"], mode), task, info)
+

@@ -270,8 +270,7 @@ class TextClassification(TaskKind):
         if not any(a.endswith("ForSequenceClassification") for a in archs):
             raise PretuneError(
                 f"{path} holds a {', '.join(archs) or config.model_type} model, not a sequence "
-                "classifier; evaluate/predict need the model dir of a finetune run (a "
-                "zero-shot prompt run saves none)")
+                "classifier; evaluate/predict need the model dir of a finetune run")
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
         kind = _TYPES.get(config.problem_type or "", "single_label")
