@@ -6,6 +6,7 @@ and the tag-specific refusals."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,8 +77,9 @@ def test_finetune_beats_all_o_and_round_trips(ner_cfg, tmp_path):
     plain = AutoModelForTokenClassification.from_pretrained(model_dir)
     assert plain.config.id2label[0] == "O" and "B-PER" in plain.config.label2id
     # evaluate reproduces the run's test score on the same split
-    again = evaluate(str(model_dir), ner_cfg.task.path)
-    assert 0.0 <= again["f1"] <= 1.0 and (model_dir / "eval-ner.json").is_file()
+    again = evaluate(str(model_dir), ner_cfg.task.path)  # its own file: its test sentences
+    assert again["f1"] == pytest.approx(res.metrics["f1"], abs=1e-9)
+    assert (model_dir / "eval-ner.json").is_file()
     # predict: raw text lines -> entities with character offsets
     src = tmp_path / "in.txt"
     src.write_text("Carol Smith flew to Oslo on Monday .\nRome is nice .\n")
@@ -117,3 +119,23 @@ def test_entities_from_tags():
     ents = decode_entities(["B-PER", "I-PER", "O", "I-PER"], spans, text, [0.9, 0.7, 1.0, 0.5])
     assert [(e["text"], e["type"]) for e in ents] == [("Ann Lee", "PER"), ("Bo", "PER")]
     assert ents[0]["score"] == pytest.approx(0.8)
+
+
+def test_split_json_and_split_from_for_tagged_sentences(ner_cfg, tmp_path):
+    first = finetune(ner_cfg.model_copy(update={"train": ner_cfg.train.model_copy(
+        update={"epochs": 1})}))
+    rec = json.loads((first.out_dir / "split.json").read_text())
+    assert len(rec["test_ids"]) == 40 and len(rec["train_ids"]) + len(rec["val_ids"]) == 200
+    assert not set(rec["test_ids"]) & set(rec["train_ids"])
+    # Another split seed, but split_from: the first run's sentences exactly
+    other = ner_cfg.task.model_copy(update={"split_seed": 7, "split_from": str(first.out_dir)})
+    second = finetune(ner_cfg.model_copy(update={
+        "name": "ner2", "task": other,
+        "train": ner_cfg.train.model_copy(update={"epochs": 1})}))
+    rec2 = json.loads((second.out_dir / "split.json").read_text())
+    assert {k: rec2[k] for k in ("train_ids", "val_ids", "test_ids")} == \
+        {k: rec[k] for k in ("train_ids", "val_ids", "test_ids")}
+    path = Path(ner_cfg.task.path)  # a changed sentence: refused, in one line
+    path.write_text(path.read_text().replace("Smith", "Jones", 1))
+    with pytest.raises(PretuneError, match="changed since that run"):
+        finetune(ner_cfg.model_copy(update={"name": "ner3", "task": other}))

@@ -168,6 +168,9 @@ class TagTaskConfig(Section):
     budget: Budget = Field(None, ge=1)  # training sentences (each entity type once first)
     max_length: int = Field(128, ge=8)  # sub-word tokens; longer sentences are cut (counted)
     encoding: str = "utf-8"
+    # A token-classification run dir whose split.json says which sentences (by their order in
+    # these files) train / validate / test.
+    split_from: str | None = None
 
 
 class ImageDataConfig(Section):

@@ -1,8 +1,8 @@
 """Splits you can trust: which rows of its source a run trained, validated and tested on.
 
-Every text-classification run writes ``split.json`` beside its metrics: the source files, and
-for each split the row numbers (0 = the first data row of the file) and a short hash of each
-row's text. ``task.split_from=<run dir>`` rebuilds exactly those splits from the same files
+Every text- and token-classification run writes ``split.json`` beside its metrics: the source files, and
+for each split the row numbers (0 = the first data row of the file; tagged files: the
+sentence's place) and a short hash of each row's text. ``task.split_from=<run dir>`` rebuilds exactly those splits from the same files
 (refusing files whose rows changed), so runs and studies compare on the same test rows;
 ``pretune evaluate`` on the run's own source file scores its test rows only, and warns, with
 counts, when the rows it scores overlap the ones it trained on.
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from pretune.data.builtin import is_builtin
 from pretune.errors import PretuneError
 
 SPLIT_FILE = "split.json"
@@ -60,7 +62,7 @@ def read_record(run_dir: str | Path, what: str = "task.split_from") -> dict[str,
         if path.is_file():
             return json.loads(path.read_text())
     raise PretuneError(f"{what}={run_dir}: no {SPLIT_FILE} there; give the directory of a "
-                       "text-classification run (runs/<name>)")
+                       "text- or token-classification run (runs/<name>)")
 
 
 def run_record(model_dir: str | Path) -> dict[str, Any] | None:
@@ -105,5 +107,26 @@ def saved_split(cfg: Any, full: Any, val_file: Any | None, test_file: Any | None
         rows("test", test_file if cfg.test else full)
 
 
+def scored_rows(model_dir: Path, data: str, split: Any, every: bool) -> Any:
+    """``split`` (labeled rows or tagged sentences read from ``data``) cut to the run's test
+    rows when ``data`` is the run's training source; else a warning when it overlaps them."""
+    rec = run_record(model_dir)
+    if rec is None or is_builtin(data):  # builtins: read_split already gives the test split
+        return split
+    if same_source(rec, data) and not every and split.ids is not None:
+        test = set(rec["test_ids"])
+        keep = [i for i, row in enumerate(split.ids) if row in test]
+        print(f"note: {data} is this run's training file: scoring its {len(keep)} test rows "
+              f"(of {len(split)}; the others trained or validated the model); rows=all scores "
+              "every row", file=sys.stderr)
+        return split.subset(keep)
+    seen = set(rec["train_hashes"]) | set(rec["val_hashes"])
+    overlap = sum(text_hash(t) in seen for t in split.texts)
+    if overlap:
+        print(f"warning: {overlap} of {len(split)} scored rows of {data} are rows this model "
+              "trained or validated on: the score is optimistic", file=sys.stderr)
+    return split
+
+
 __all__ = ["SPLIT_FILE", "read_record", "run_record", "same_source", "saved_split",
-           "split_record", "text_hash", "write_split"]
+           "scored_rows", "split_record", "text_hash", "write_split"]

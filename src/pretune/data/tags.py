@@ -26,6 +26,7 @@ from pretune.data import peoples_daily
 from pretune.data.builtin import builtin_path, is_builtin
 from pretune.data.cjk import CJK_CHAR, CJK_CHARS, has_cjk
 from pretune.data.rows import COMPRESSIONS, check_budget, decode_error, name_of, open_text
+from pretune.data.split_ids import saved_split
 from pretune.errors import PretuneError
 
 BUILTIN_TAG_TASKS = ("wnut16", "peoples-daily-ner")
@@ -37,20 +38,28 @@ _WORD = re.compile(f"[{CJK_CHARS}]|[^\\W{CJK_CHARS}]+|[^\\w\\s]")  # CJK: a char
 class TagSplit:
     tokens: list[list[str]]  # words, or characters for character-level tasks
     tags: list[list[str]]  # BIO tag per token
+    ids: list[int] | None = None  # each sentence's place in its file (0 = the first)
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def subset(self, idx: Any) -> TagSplit:
-        return TagSplit([self.tokens[i] for i in idx], [self.tags[i] for i in idx])
+        return TagSplit([self.tokens[i] for i in idx], [self.tags[i] for i in idx],
+                        [self.ids[i] for i in idx] if self.ids is not None else None)
 
     @property
     def labels(self) -> list[list[str]]:
         return self.tags
 
+    @property
+    def texts(self) -> list[str]:
+        """Each sentence as one string (what split.json hashes)."""
+        return [" ".join(t) for t in self.tokens]
+
     @staticmethod
     def concat(a: TagSplit, b: TagSplit) -> TagSplit:
-        return TagSplit(a.tokens + b.tokens, a.tags + b.tags)
+        ids = a.ids + b.ids if a.ids is not None and b.ids is not None else None
+        return TagSplit(a.tokens + b.tokens, a.tags + b.tags, ids)
 
 
 @dataclass
@@ -213,10 +222,10 @@ def read_tags(path: str, cfg: TagTaskConfig, counts: Counter | None = None) -> T
         name = path.removeprefix("builtin:")
         if name == "peoples-daily-ner":
             chars, tags = zip(*peoples_daily.ner_sentences(), strict=True)
-            return TagSplit([list(c) for c in chars], [list(t) for t in tags])
+            return _numbered(TagSplit([list(c) for c in chars], [list(t) for t in tags]))
         if name == "wnut16":
-            return _read_conll(builtin_path(name), cfg.model_copy(update={"encoding": "utf-8"}),
-                               counts)
+            return _numbered(_read_conll(builtin_path(name),
+                                         cfg.model_copy(update={"encoding": "utf-8"}), counts))
         raise PretuneError(f"builtin:{name} is not a token-tagging task; choose one of: "
                            + ", ".join(f"builtin:{t}" for t in BUILTIN_TAG_TASKS))
     p = Path(path).expanduser()
@@ -229,7 +238,11 @@ def read_tags(path: str, cfg: TagTaskConfig, counts: Counter | None = None) -> T
         raise decode_error(p, e, cfg.encoding) from None
     if not len(split):
         raise PretuneError(f"{p} has no tagged sentences")
-    return split
+    return _numbered(split)
+
+
+def _numbered(split: TagSplit) -> TagSplit:
+    return replace(split, ids=list(range(len(split))))
 
 
 def _types(split: TagSplit) -> set[str]:
@@ -254,6 +267,27 @@ def _split(split: TagSplit, size: int | float, seed: int) -> tuple[TagSplit, Tag
     return split.subset(sorted(perm[n_held:])), split.subset(sorted(perm[:n_held]))
 
 
+def _fingerprint(cfg: TagTaskConfig) -> str:
+    """The task's identity (study caches); without split_from the one earlier runs had."""
+    return config_hash(cfg, exclude={"budget"} | ({"split_from"} if cfg.split_from is None
+                                                  else set()))
+
+
+def _three_way(cfg: TagTaskConfig, full: TagSplit, val_split: TagSplit | None,
+               test_split: TagSplit | None) -> tuple[TagSplit, TagSplit, TagSplit]:
+    if test_split is not None:
+        train, test = full, test_split
+    else:
+        train, test = _split(full, cfg.test_size or cfg.test_fraction, cfg.split_seed)
+    if val_split is not None:
+        val = val_split
+    elif cfg.val_fraction > 0:
+        train, val = _split(train, cfg.val_fraction, cfg.split_seed + 1)
+    else:
+        val = TagSplit([], [], [])
+    return train, val, test
+
+
 def task_name(cfg: TagTaskConfig) -> str:
     return name_of(cfg.path)
 
@@ -276,18 +310,12 @@ def load_tag_task(cfg: TagTaskConfig, seed: int = 0) -> TagTask:
         warnings.warn(f"{cfg.path}: repaired {counts['repaired_i_tags']} I- tags that did not "
                       "continue an entity (now B-); set task.invalid_bio=error to refuse",
                       stacklevel=2)
-    if test_split is not None:
-        train, test = full, test_split
+    if cfg.split_from:  # the sentences another run trained / validated / tested on
+        train, val, test = saved_split(cfg, full, val_split, test_split)
     else:
-        train, test = _split(full, cfg.test_size or cfg.test_fraction, cfg.split_seed)
-    if val_split is not None:
-        val = val_split
-    elif cfg.val_fraction > 0:
-        train, val = _split(train, cfg.val_fraction, cfg.split_seed + 1)
-    else:
-        val = TagSplit([], [])
+        train, val, test = _three_way(cfg, full, val_split, test_split)
     task = TagTask(task_name(cfg), label_list(types), train, val, test,
-                   is_char_level(cfg, full), fingerprint=config_hash(cfg, exclude={"budget"}),
+                   is_char_level(cfg, full), fingerprint=_fingerprint(cfg),
                    info={"repaired_i_tags": counts["repaired_i_tags"]})
     return apply_tag_budget(task, cfg.budget, seed)
 

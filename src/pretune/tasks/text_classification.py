@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from pretune.data.labeled import (
     task_name,
 )
 from pretune.data.rows import read_rows
-from pretune.data.split_ids import run_record, same_source, text_hash
+from pretune.data.split_ids import scored_rows
 from pretune.errors import PretuneError
 from pretune.evaluate.examples import label_records, majority_outputs
 from pretune.evaluate.metrics import default_metric, task_metrics
@@ -310,7 +309,7 @@ class TextClassification(TaskKind):
         cfg = self._task_config(saved, data, [o for o in overrides
                                               if o.split("=", 1)[0] != "rows"])
         split = read_split(data, cfg, saved.task.type, saved.task.labels)
-        split = _run_rows(saved.path, data, split, every)
+        split = scored_rows(saved.path, data, split, every)
         return split, self.encode(saved.processor, split, cfg), task_name(cfg)
 
     def predict(self, saved: Saved, input: str, output: Path, overrides: list[str],
@@ -354,26 +353,6 @@ class TextClassification(TaskKind):
                 probs = [] if kind == "regression" else [f"{p:.6f}" for p in o]
                 writer.writerow([_cell(row.get(c)) for c in cols] + [pred, *probs])
         return len(rows)
-
-
-def _run_rows(model_dir: Path, data: str, split: Split, every: bool) -> Split:
-    """``split`` cut to the run's test rows when ``data`` is the run's training source."""
-    rec = run_record(model_dir)
-    if rec is None or is_builtin(data):  # builtins: read_split already gives the test split
-        return split
-    if same_source(rec, data) and not every and split.ids is not None:
-        test = set(rec["test_ids"])
-        keep = [i for i, row in enumerate(split.ids) if row in test]
-        print(f"note: {data} is this run's training file: scoring its {len(keep)} test rows "
-              f"(of {len(split)}; the others trained or validated the model); rows=all scores "
-              "every row", file=sys.stderr)
-        return split.subset(keep)
-    seen = set(rec["train_hashes"]) | set(rec["val_hashes"])
-    overlap = sum(text_hash(t) in seen for t in split.texts)
-    if overlap:
-        print(f"warning: {overlap} of {len(split)} scored rows of {data} are rows this model "
-              "trained or validated on: the score is optimistic", file=sys.stderr)
-    return split
 
 
 def _cell(v: Any) -> Any:

@@ -26,6 +26,7 @@ from pretune.config import FinetuneConfig, TagTaskConfig, apply_overrides
 from pretune.data.batches import Encoded, LabeledBatches, sorted_batches
 from pretune.data.builtin import is_builtin
 from pretune.data.rows import open_text
+from pretune.data.split_ids import scored_rows
 from pretune.data.tags import (
     TagSplit,
     TagTask,
@@ -296,8 +297,11 @@ class TokenClassification(TaskKind):
 
     def read_labeled(self, saved: Saved, data: str, overrides: list[str]
                      ) -> tuple[TagSplit, TagInputs, str]:
-        cfg = self._task_config(saved, data, overrides)
-        split = load_tag_task(cfg).test if is_builtin(data) else read_tags(data, cfg)
+        every = "rows=all" in overrides  # on the run's own file: its test sentences only
+        cfg = self._task_config(saved, data, [o for o in overrides
+                                              if o.split("=", 1)[0] != "rows"])
+        split = load_tag_task(cfg).test if is_builtin(data) else \
+            scored_rows(saved.path, data, read_tags(data, cfg), every)
         unknown = sorted({t for seq in split.tags for t in seq} - set(saved.task.labels))
         if unknown:
             raise PretuneError(f"{data} has tags the model was not trained on: "
