@@ -94,9 +94,10 @@ def test_rank_rows_and_parts_cover_the_data_once():
         def load_state_dict(self, s): ...
 
     parts = [list(RankBatches(Stream(batches), r, 2)) for r in (0, 1)]
-    rows = sorted(int(x) for p in parts for b in p for x in b["input_ids"].flatten())
-    assert rows == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]  # the 1-row last batch: skipped by both
-    assert [len(p) for p in parts] == [2, 2]
+    rows = sorted(int(x) for p in parts for b in p[:2] for x in b["input_ids"].flatten())
+    assert rows == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]  # each row once
+    assert [len(p) for p in parts] == [3, 3]  # as many steps as batches, on every rank
+    assert [int(p[2]["input_ids"]) for p in parts] == [99, 99]  # a 1-row batch: both take it
     with pytest.raises(Exception, match="same number of processes"):
         RankBatches(Stream(batches), 0, 2).load_state_dict({"world_size": 4})
     for n in (1, 5, 6):

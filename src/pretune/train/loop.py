@@ -327,6 +327,7 @@ class _Run:
         if self.world > 1:  # the loss of the whole (all ranks') batch; the norm is global
             dist.all_reduce(loss)
             loss = loss / self.world
+            dist.all_reduce(self.nan_step, op=dist.ReduceOp.MAX)  # a NaN on any rank stops all
         avg, norm_sum = torch.stack([loss, self.grad_norm_sum]).tolist()  # the one host sync
         now = time.perf_counter()
         rec = {"kind": "train", "step": st.step, "epoch": epoch, "tokens": st.tokens,

@@ -291,7 +291,8 @@ class RankBatches:
     """This rank's rows of every batch of ``stream`` (a stream built with the batch size of
     all ranks together): rank r takes rows r, r+world, ... of each length-grouped batch, so
     N processes at batch size B see what one process sees at batch size N*B. A last batch with
-    fewer rows than processes is skipped by all of them."""
+    fewer rows than processes gives each rank one of them (some twice), so every rank takes
+    the same number of steps as the stream has batches."""
 
     def __init__(self, stream, rank: int, world: int) -> None:  # noqa: ANN001 - a BatchStream
         self.stream, self.rank, self.world = stream, rank, world
@@ -315,8 +316,9 @@ class RankBatches:
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         for batch in self.stream:
             rows = len(next(iter(batch.values())))
-            if rows >= self.world:
-                yield {k: v[self.rank :: self.world] for k, v in batch.items()}
+            take = slice(self.rank, None, self.world) if rows >= self.world else \
+                slice(self.rank % rows, self.rank % rows + 1)
+            yield {k: v[take] for k, v in batch.items()}
 
 
 def rank_part(n: int, rank: int, world: int) -> tuple[list[int], int]:
