@@ -43,13 +43,13 @@ def _cfg(tmp_path: Path, name: str, sources: list[Path], tokenizer: str, **clean
         "clean": {"near_dedup": False, "min_chars": 5, **clean}}).model_dump(mode="json")
 
 
-def _prepare_in_processes(tmp_path: Path, cfgs: list[dict]) -> list[Path]:
+def _prepare_in_processes(tmp_path: Path, cfgs: list[dict], *flags: str) -> list[Path]:
     """Each part in its own `pretune prepare` process, all running at once."""
     procs = []
     for cfg in cfgs:
         path = tmp_path / f"{cfg['name']}.yaml"
         path.write_text(dump_yaml(PrepareConfig.model_validate(cfg)))
-        procs.append(subprocess.Popen([sys.executable, "-m", "pretune.cli", "prepare", str(path)],
+        procs.append(subprocess.Popen([sys.executable, "-m", "pretune.cli", "prepare", str(path), *flags],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -108,3 +108,10 @@ def test_parts_share_one_near_dedup_index_in_redis(tmp_path: Path, redis_url):
     assert removed["near_dup"] == 2, removed
     merged = merge_shards(first + second, tmp_path / "merged")
     assert merged["stats"]["duplicates_across_parts"] == 0
+    # A retried part (a SLURM retry): its first attempt's keys are still in the index, and are
+    # not taken for duplicates of its own documents; the other part's still are.
+    again = _prepare_in_processes(tmp_path, [_cfg(tmp_path, "p1", files[2:], "builtin:minilm",
+                                                  **near)], "--overwrite")
+    meta = json.loads((again[0] / "meta.json").read_text())
+    assert meta["stats"]["clean"]["removed"]["near_dup"] == 2
+    assert meta["stats"]["clean"]["docs_out"] == 40

@@ -76,9 +76,12 @@ def test_two_process_finetune_equals_one_process(make_cfg, tmp_path: Path):
         diff = max((w[k] - ref[k]).abs().max().item() for k in w)
         print(f"{name}: max weight difference {diff:.2e}")
         assert diff < 1e-4, name
-        # rank 0 alone wrote the run: one metrics line per log step, no second lock or config
-        lines = (runs / name / "train" / "metrics.jsonl").read_text().splitlines()
-        assert len(lines) == len(set(lines))
+        # rank 0 alone wrote the run: one metrics line per log step and evaluation
+        rows = [json.loads(x) for x in
+                (runs / name / "train" / "metrics.jsonl").read_text().splitlines()]
+        for kind in ("train", "eval"):
+            steps = [r["step"] for r in rows if r["kind"] == kind]
+            assert steps and len(steps) == len(set(steps)), (name, kind)
     from transformers import AutoModelForSequenceClassification
 
     AutoModelForSequenceClassification.from_pretrained(runs / "fsdp" / "model")

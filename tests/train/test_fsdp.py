@@ -100,3 +100,69 @@ def test_fsdp_follows_one_process_resumes_from_shards_and_exports(bpe_artifact, 
     with pytest.raises(PretuneError, match="saved with train.strategy=fsdp"):
         pretrain(_cfg(tmp_path, bpe_artifact, "cut", strategy="fsdp", max_steps=12),
                  resume=True)
+
+
+BEST_SCRIPT = textwrap.dedent('''
+    import os, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from safetensors.torch import save_file
+    from pretune.config import LoopConfig, ModelConfig, OptimConfig
+    from pretune.data.shards import PackedTokens
+    from pretune.models.registry import load_model, load_tokenizer_for
+    from pretune.train.loop import Evaluation, fit
+    from pretune.train.objectives import BlockBatches, clm_loss
+    from pretune.train.runtime import distributed
+
+    artifact, out, steps, resume = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), \\
+        sys.argv[4] == "resume"
+    rank, world, _ = distributed()
+    spec = ModelConfig(name="gpt-tiny", dropout=0.0, overrides={"n_embd": 32, "n_layer": 2,
+                                                                "n_head": 2})
+    tok = load_tokenizer_for(spec, artifact / "tokenizer")
+    torch.manual_seed(0)
+    model = load_model(spec, "clm", tok)
+    batches = BlockBatches(PackedTokens(artifact).tokens, "clm", 32, 4, rank=rank,
+                           world_size=world)
+    counter = out / f"evals-{rank}"  # scripted scores by evaluation: the best is the 2nd
+    def evaluate(m):
+        n = int(counter.read_text()) if counter.is_file() else 0
+        counter.write_text(str(n + 1))
+        return {"score": [1.0, 0.5, 2.0, 3.0][n]}
+    loop = LoopConfig(max_steps=steps, eval_every=2, save_every=3, log_every=1, progress=False,
+                      report_to=[], strategy="fsdp")
+    fit(model, clm_loss, batches, loop, OptimConfig(lr=1e-2, schedule="constant"), out / "run",
+        evaluate=Evaluation(evaluate, metric="score", mode="min", restore_best=True),
+        resume=resume)
+    if rank == 0:
+        save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
+                  str(out / "final.safetensors"))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+''')
+
+
+@pytest.mark.slow
+def test_fsdp_resume_still_ends_on_the_best_weights(bpe_artifact, tmp_path):
+    """The best evaluation (step 4) is not a checkpoint step (3, 6): its gathered weights are
+    written beside the checkpoints, so a run stopped at step 6 and resumed to 8 ends on them,
+    as the uninterrupted run does."""
+    script = tmp_path / "best.py"
+    script.write_text(BEST_SCRIPT)
+
+    def run(out: Path, steps: int, mode: str) -> None:
+        out.mkdir(exist_ok=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+             "2", str(script), str(bpe_artifact), str(out), str(steps), mode],
+            capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run(tmp_path / "whole", 8, "fresh")
+    run(tmp_path / "cut", 6, "fresh")
+    assert (tmp_path / "cut" / "run" / "checkpoints" / "best-step-4.safetensors").is_file()
+    run(tmp_path / "cut", 8, "resume")
+    a = load_file(tmp_path / "whole" / "final.safetensors")
+    b = load_file(tmp_path / "cut" / "final.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

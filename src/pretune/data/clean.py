@@ -97,8 +97,11 @@ class Cleaner:
     """Stateful streaming cleaner: transforms + filters + dedup indexes for one corpus."""
 
     def __init__(self, cfg: CleanConfig, stats: CleanStats | None = None,
-                 holdout: Iterable[str] = (), holdout_ngram: int = 0) -> None:
+                 holdout: Iterable[str] = (), holdout_ngram: int = 0, part: str = "") -> None:
         self.cfg = cfg
+        # A shared index's keys say which part (the artifact) and which attempt wrote them: a
+        # retried part must not find its own earlier attempt's documents as duplicates.
+        self._part, self._attempt = part or "-", uuid.uuid4().hex[:8]
         self.stats = stats if stats is not None else CleanStats()
         # Held-out texts, cleaned like the corpus (a test sentence matches its corpus copy);
         # with holdout_ngram, any shared word n-gram (what the contamination check counts).
@@ -225,9 +228,16 @@ class Cleaner:
 
         sig = minhash_signature(text, self.cfg.shingle_words, self._a, self._b)
         m = MinHash(hashvalues=sig, permutations=self._perm, scheme="affine32")
-        if self._lsh.query(m):
-            return True
-        self._lsh.insert(key, m, check_duplication=False)
+        if not self.cfg.near_dedup_index:  # an index of this run alone
+            if self._lsh.query(m):
+                return True
+            self._lsh.insert(key, m, check_duplication=False)
+            return False
+        for found in self._lsh.query(m):
+            part, attempt, _ = str(found).split("|", 2)
+            if part != self._part or attempt == self._attempt:  # not an earlier try of ours
+                return True
+        self._lsh.insert(f"{self._part}|{self._attempt}|{key}", m, check_duplication=False)
         return False
 
     def __call__(self, docs: Iterable[str]) -> Iterator[str]:
@@ -297,11 +307,12 @@ def _nfkc(text: str) -> str:
 
 
 def clean_documents(docs: Iterable[str], cfg: CleanConfig, stats: CleanStats,
-                    holdout: Iterable[str] = (), holdout_ngram: int = 0) -> Iterator[str]:
+                    holdout: Iterable[str] = (), holdout_ngram: int = 0, part: str = ""
+                    ) -> Iterator[str]:
     """Stream ``docs`` through the transforms, filters and dedup of ``cfg``, filling ``stats``;
     documents holding a ``holdout`` text (a task's test sentences) — or sharing a word
     ``holdout_ngram``-gram with one — are dropped and counted."""
-    return Cleaner(cfg, stats, holdout, holdout_ngram)(docs)
+    return Cleaner(cfg, stats, holdout, holdout_ngram, part)(docs)
 
 
 def everything_removed_message(stats: CleanStats, cfg: CleanConfig) -> str:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,10 @@ def merge_shards(parts: list[Path], out: Path, overwrite: bool = False) -> dict[
             dropped += gone
         if splits["train"]["docs"] == 0:
             raise PretuneError("the parts hold no training documents; prepare them again")
+        if splits["val"]["docs"] == 0 and any(m["splits"]["val"]["docs"] for m in metas):
+            print("warning: every validation document repeats a training one of another part; "
+                  "the merged artifact has no validation split (pretrain then skips "
+                  "validation)", file=sys.stderr)
         shutil.copytree(parts[0] / "tokenizer", tmp / "tokenizer")
         meta = {**{k: metas[0][k] for k in ("format", "special_token_ids", *SAME)
                    if k in metas[0]},
@@ -108,6 +113,9 @@ def _merge_split(parts: list[Path], split: str, out: Path, dtype: np.dtype, seen
             open(out / f"{split}.ws.bin", "wb") if word_starts else open(os.devnull, "wb") as ws:
         for part in parts:
             packed = PackedTokens(part, split)
+            if word_starts and packed.word_starts is None:
+                raise PretuneError(f"{part} has no {split}.ws.bin though its meta.json records "
+                                   "word starts; prepare that part again")
             starts = packed.doc_starts
             for i in range(packed.num_docs):
                 a, b = int(starts[i]), int(starts[i + 1])
@@ -118,7 +126,7 @@ def _merge_split(parts: list[Path], split: str, out: Path, dtype: np.dtype, seen
                     continue
                 seen.add(key)
                 f.write(memoryview(np.ascontiguousarray(ids, dtype=dtype)))
-                if word_starts and packed.word_starts is not None:
+                if word_starts:
                     ws.write(memoryview(np.ascontiguousarray(packed.word_starts[a:b])))
                 lens.append(b - a)
     index = np.zeros(len(lens) + 1, dtype=np.int64)

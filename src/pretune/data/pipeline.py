@@ -160,7 +160,7 @@ def _build(cfg: PrepareConfig, tmp: Path, console: Console) -> dict[str, Any]:
                 open(tmp / "sample.txt", "w", encoding="utf-8") as sample:
             capped = itertools.islice(raw_docs, cfg.max_docs)
             cleaned = clean_documents(capped, cfg.clean, clean_stats, read_holdout(cfg),
-                                      cfg.holdout_ngram)
+                                      cfg.holdout_ngram, part=artifact_dir(cfg).name)
             for i, doc in enumerate(cleaned):
                 out.write(json.dumps(doc, ensure_ascii=False) + "\n")
                 if i < SAMPLE_DOCS:

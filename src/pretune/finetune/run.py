@@ -79,7 +79,9 @@ def finetune(cfg: FinetuneConfig, overwrite: bool = False, *, task: Any | None =
     cell, a sweep trial); ``quiet``: no final metrics table (a study prints one line)."""
     out = Path(cfg.output_dir) / cfg.name
     if distributed()[0] != 0:  # torchrun: rank 0 holds the run; the others train into it
-        return _finetune(cfg, overwrite, task, features_cache, on_evaluate, resume, None)
+        finished = _finished(out) if resume else None  # rank 0 returns it too: no one trains
+        return finished or _finetune(cfg, overwrite, task, features_cache, on_evaluate, resume,
+                                     None)
     with run_lock(out):
         if resume:
             finished = _finished(out)
@@ -231,8 +233,10 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
     plan = apply_strategy(loaded.model, cfg.strategy, cfg.optim, kind.peft_task_type)
     rank, world, _ = distributed()
     batches = kind.train_batches(task, loaded.processor, _all_ranks(cfg, world))
+    tokens_of = kind.tokens_per_batch
     if world > 1:  # this rank's rows of every (all ranks') batch
-        batches = parallel.RankBatches(batches, rank, world)
+        batches = parallel.RankBatches(batches, rank, world, tokens_of)
+        tokens_of = batches.tokens
     loop, note = recipe.with_min_steps(cfg.train, len(batches), kind.name)
     if note and cfg.train.progress:
         print(f"note: {note}", file=sys.stderr)
@@ -252,7 +256,7 @@ def _run_loop(kind: TaskKind, cfg: FinetuneConfig, task: Any, start: Start, out:
     result = fit(plan.model, kind.loss_fn(task, cfg), batches, loop, cfg.optim, out / "train",
                  param_groups=plan.param_groups, evaluate=evaluation,
                  hooks=Hooks(on_epoch_start=plan.on_epoch_start, on_evaluate=on_evaluate),
-                 tokens_per_batch=kind.tokens_per_batch, resume=resume,  # optim.l1: inside fit
+                 tokens_per_batch=tokens_of, resume=resume,  # optim.l1: inside fit
                  trackers=trackers, checkpoints=bool(cfg.train.save_every or resume))
     if result.stopped_reason == "interrupted":  # Ctrl-C / SIGTERM: a checkpoint, not a result
         where = f"checkpoint {result.last_checkpoint}; continue with --resume" \

@@ -167,6 +167,7 @@ class _Run:
     last_saved: int = -1
     evaluations: int = 0
     best_state: dict[str, Tensor] | None = None
+    best_saved: int | None = None  # the step whose best weights are on disk
     already_finished: bool = False
     t0: float = 0.0
     window_t0: float = 0.0
@@ -188,9 +189,9 @@ class _Run:
         groups = param_groups or default_param_groups(model, optim.weight_decay)
         if loop.compile:
             Backbone(model).encoder.compile()  # in place: state_dict keys stay unchanged
+        parallel.check_supported(loop.strategy, world, optim.l1, hooks)
         engine, groups = parallel.build(model, LossModule(model, loss_fn), loop.strategy, device,
                                         world, groups)
-        parallel.check_supported(engine, optim.l1, hooks)
         engine.trained.train()
         optimizer = make_optimizer(groups, optim, device, fused_ok=not engine.sharded)
         schedule = Schedule(optim, total_steps(loop, len(batches), None))
@@ -230,7 +231,9 @@ class _Run:
             self.schedule.set_total(self.state.total_steps)
         if self.evaluation is not None and self.evaluation.restore_best \
                 and self.state.best_step is not None:
-            self.best_state = ckpt.load_best(self.root, self.state.best_step)
+            self.best_saved = self.state.best_step  # on disk; finish() reads it from there
+            if not self.engine.sharded:
+                self.best_state = ckpt.load_best(self.root, self.state.best_step)
 
     def check_finished(self, epoch_limit: int | None) -> None:
         """After a resume: a checkpoint taken when a budget (or patience) was already spent is
@@ -257,7 +260,7 @@ class _Run:
         st, loop, optim = self.state, self.loop, self.optim
         st.micro += 1
         self.prof.before_step(st.step + 1)
-        n_tok = self.tokens_of(batch) * self.world
+        n_tok = round(self.tokens_of(batch) * self.world)
         batch = to_device(batch, self.device)
         sync = st.micro % loop.grad_accum == 0
         with parallel.accumulate(self.engine, sync):
@@ -396,6 +399,11 @@ class _Run:
         if st.last_eval_step == st.step and st.last_metric is not None:
             st.ckpt_metrics[st.step] = st.last_metric
         path = None
+        if self.best_state is not None and st.best_step not in (None, self.best_saved):
+            # restore_best: a resumed run must still end on these weights
+            parallel.save_best(self.engine, self.root, st.best_step, self.best_state,
+                               self.is_main)
+            self.best_saved = st.best_step
         add_shards = parallel.sharded_checkpoint(self.engine, self.optimizer, self.root, st.step,
                                                  self.is_main)
         if self.is_main:
@@ -409,10 +417,6 @@ class _Run:
             # The best scored checkpoint survives pruning.
             sign = -1.0 if self.evaluation is not None and self.evaluation.mode == "max" else 1.0
             keep = {min(scored, key=lambda s: sign * scored[s])} if scored else set()
-            if self.best_state is not None and st.best_step is not None \
-                    and not self.engine.sharded:  # fsdp: the best step's checkpoint is kept
-                # restore_best: a resumed run must still end on these weights
-                ckpt.save_best(self.root, st.best_step, self.best_state)
             path = ckpt.save_checkpoint(self.root, st.step, self.engine.model, self.save_fn,
                                         state, self.loop.keep_last, keep, add_shards)
             ckpt.prune_best(self.root, st.best_step)

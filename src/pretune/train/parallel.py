@@ -133,17 +133,20 @@ def _retie(model: nn.Module, ties: list[list[str]]) -> None:
             model.get_submodule(owner)._parameters[leaf] = shared
 
 
-def check_supported(engine: Engine, l1: float, hooks: object) -> None:
-    if not engine.sharded:
+def check_supported(strategy: str, world: int, l1: float, hooks: object) -> None:
+    """What the strategies cannot do, as one line (before anything is built)."""
+    if world > 1 and getattr(hooks, "on_epoch_start", None) is not None:
+        raise PretuneError("gradual unfreezing changes which weights train between epochs; "
+                           "DDP and FSDP fix them when they are set up, so it runs in one "
+                           "process: launch it without torchrun")
+    if world == 1 or strategy != "fsdp":
         return
     if l1 > 0:
         raise PretuneError("optim.l1 is not supported with train.strategy=fsdp; set optim.l1=0 "
                            "or use train.strategy=ddp")
-    if getattr(hooks, "on_epoch_start", None) is not None or \
-            getattr(hooks, "extra_loss", None) is not None:
-        raise PretuneError("this fine-tuning strategy changes the model between epochs "
-                           "(gradual unfreezing / L2-SP), which train.strategy=fsdp does not "
-                           "support; use train.strategy=ddp")
+    if getattr(hooks, "extra_loss", None) is not None:
+        raise PretuneError("a penalty on the weights (L2-SP) is not supported with "
+                           "train.strategy=fsdp; use train.strategy=ddp")
 
 
 def _remap_groups(groups: list[dict], model: nn.Module, trained: nn.Module) -> list[dict]:
@@ -183,6 +186,19 @@ def plain(value: Tensor) -> Tensor:
     return value.full_tensor() if isinstance(value, DTensor) else value
 
 
+def save_best(engine: Engine, root: Path, step: int, best: dict[str, Tensor],
+              is_main: bool) -> None:
+    """The best evaluation's weights to ``best-step-N.safetensors`` (rank 0 writes; under
+    fsdp every rank first gathers its shards of them: call it on every rank)."""
+    if engine.sharded:
+        from torch.distributed.tensor import DTensor
+
+        best = {k: (v.full_tensor() if isinstance(v, DTensor) else v).cpu()
+                for k, v in best.items()}
+    if is_main:
+        ckpt.save_best(root, step, best)
+
+
 def snapshot(engine: Engine) -> dict[str, Tensor]:
     """The weights now (the best evaluation's): on the host, or this rank's shards."""
     sd = engine.trained.state_dict()
@@ -191,25 +207,35 @@ def snapshot(engine: Engine) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
 
 
-def gather(engine: Engine) -> None:
+def gather(engine: Engine, keep: bool = True) -> None:
     """fsdp: the full weights (and buffers) into the caller's model, in host memory, one
-    tensor at a time (a collective: every rank calls it). ``release`` empties it again."""
+    tensor at a time (a collective: every rank calls it; ``keep=False``: this rank only
+    takes part, a checkpoint's export is rank 0's). ``release`` empties it again. Float
+    buffers (BatchNorm statistics) are the ranks' mean: each rank saw other rows."""
     if not engine.sharded:
         return
     from torch.distributed.tensor import DTensor
 
     model = engine.model
-    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+    if keep and any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
         model.to_empty(device="cpu")  # storage, filled below
         _retie(model, engine.ties)
     target = model.state_dict()
     buffers = dict(model.named_buffers())
+    world = dist.get_world_size()
     with torch.no_grad():
         for name, value in engine.trained.state_dict().items():
-            full = value.full_tensor() if isinstance(value, DTensor) else value
-            target[name].copy_(full.to(target[name].device))
+            if isinstance(value, DTensor):
+                value = value.full_tensor()
+            if keep:
+                target[name].copy_(value.to(target[name].device))
         for name, value in engine.trained.named_buffers():  # non-persistent ones too
-            buffers[name].copy_(value.to(buffers[name].device))
+            if value.is_floating_point():
+                value = value.clone()
+                dist.all_reduce(value)
+                value /= world
+            if keep:
+                buffers[name].copy_(value.to(buffers[name].device))
 
 
 def release(engine: Engine) -> None:
@@ -279,7 +305,7 @@ def sharded_checkpoint(engine: Engine, optimizer: torch.optim.Optimizer, root: P
         return None
     shards = root / f".dcp-step-{step}"
     save_sharded(engine, optimizer, shards)
-    gather(engine)  # rank 0 exports it; release() after the checkpoint is written
+    gather(engine, keep=is_main)  # rank 0 exports it; release() after the checkpoint
     dist.barrier()
     return (lambda tmp: os.replace(shards, tmp / "dcp")) if is_main else None
 
@@ -294,8 +320,15 @@ class RankBatches:
     fewer rows than processes gives each rank one of them (some twice), so every rank takes
     the same number of steps as the stream has batches."""
 
-    def __init__(self, stream, rank: int, world: int) -> None:  # noqa: ANN001 - a BatchStream
+    def __init__(self, stream, rank: int, world: int,  # noqa: ANN001 - a BatchStream
+                 tokens_of: Callable[[dict], int] | None = None) -> None:
         self.stream, self.rank, self.world = stream, rank, world
+        self.tokens_of, self.last_tokens = tokens_of, 0
+
+    def tokens(self, _rows: dict[str, Tensor]) -> float:
+        """The loop's tokens_per_batch: the whole batch's tokens over the ranks (the loop
+        multiplies by world), the same on every rank, so token budgets and the schedule agree."""
+        return self.last_tokens / self.world
 
     def __len__(self) -> int:
         return len(self.stream)
@@ -314,7 +347,10 @@ class RankBatches:
         self.stream.load_state_dict(state)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        from pretune.train.runtime import default_tokens
+
         for batch in self.stream:
+            self.last_tokens = (self.tokens_of or default_tokens)(batch)
             rows = len(next(iter(batch.values())))
             take = slice(self.rank, None, self.world) if rows >= self.world else \
                 slice(self.rank % rows, self.rank % rows + 1)
